@@ -1,0 +1,69 @@
+"""The ``robustbench-rpc`` command: one Typer app, one module per command group, heavy imports inside commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from robustbench_rpc import __version__
+from robustbench_rpc.cli import models as models_cli
+from robustbench_rpc.errors import UserError
+
+app = typer.Typer(
+    name="robustbench-rpc",
+    help="Robustness evaluation of SymViT, RPC-SymViT, FAN, RPC-FAN and any timm model: "
+    "ImageNet(-C/-A/-R/-O) tables, adversarial attacks over budgets, side-by-side comparisons.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(models_cli.app, name="models")
+
+_STATE = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"robustbench-rpc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = None,
+) -> None:
+    """Robustness evaluation of attention variants."""
+    _STATE["debug"] = debug or bool(os.environ.get("ROBUSTBENCH_RPC_DEBUG"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; user errors print one line on stderr and exit with status 2."""
+    import click
+
+    command = typer.main.get_command(app)
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("ROBUSTBENCH_RPC_DEBUG"))
+    try:
+        command.main(args=argv, prog_name="robustbench-rpc", standalone_mode=False)
+    except UserError as exc:
+        if debug:
+            raise
+        typer.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted; finished cells are kept, the cell in progress was discarded.", err=True)
+        sys.exit(130)

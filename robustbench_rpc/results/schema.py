@@ -1,0 +1,86 @@
+"""The record schema shared by the engine, the results store and the metrics.
+
+A *cell* is one model under one condition on one dataset. Running a cell yields one *record* per sample; the
+records of a cell are a :class:`pandas.DataFrame` with the columns below. Every metric is a pure function of records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: Version of the on-disk results layout; bumped on incompatible changes.
+SCHEMA_VERSION = 1
+
+#: Columns every record has. ``top5`` is a list of 5 class indices (fewer when a dataset has < 5 classes).
+BASE_COLUMNS: dict[str, str] = {
+    "sample_id": "str: stable id of the sample (path relative to the dataset root, or an index)",
+    "index": "int: position of the sample in the dataset order",
+    "label": "int: true class index in the canonical order (-1 for out-of-distribution samples)",
+    "pred": "int: top-1 predicted class index",
+    "top5": "list[int]: the 5 highest-scoring class indices, best first",
+    "prob_max": "float: maximum softmax probability (over the evaluated classes)",
+    "correct1": "bool: pred == label",
+    "correct5": "bool: label in top5",
+}
+
+#: Extra columns of out-of-distribution cells (ImageNet-O).
+OOD_COLUMNS: dict[str, str] = {
+    "is_ood": "bool: the sample is out of distribution (a positive for detection)",
+    "ood_score": "float: anomaly score, higher = more anomalous (negative max softmax probability)",
+}
+
+#: Extra columns of attack cells.
+ATTACK_COLUMNS: dict[str, str] = {
+    "clean_pred": "int: top-1 prediction on the clean image",
+    "clean_correct": "bool: clean_pred == label",
+    "success": "bool: clean-correct sample whose adversarial prediction is wrong",
+    "norm_linf": "float: L-infinity norm of the perturbation actually applied (pixel units in [0, 1])",
+    "norm_l2": "float: L2 norm of the perturbation",
+    "norm_l1": "float: L1 norm of the perturbation",
+    "queries": "int: model queries used (black-box attacks; -1 when not counted)",
+}
+
+CONDITION_KINDS = ("clean", "corruption", "attack", "ood")
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """Coordinates of one cell: which model, which dataset, which condition with which parameters."""
+
+    model: str
+    dataset: str
+    condition: str  # one of CONDITION_KINDS
+    params: dict[str, Any] = field(default_factory=dict)
+    checkpoint_sha256: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CellSpec:
+        """Build a spec from :meth:`to_dict` output."""
+        return cls(**data)
+
+    def key(self) -> str:
+        """Return a stable 16-hex-digit identifier of the full spec."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def slug(self) -> str:
+        """Return a readable file-name stem, e.g. ``imagenet-c.corruption.fog.s3``."""
+        parts = [self.dataset, self.condition]
+        for name in ("name", "norm", "severity", "eps"):
+            if name in self.params:
+                value = self.params[name]
+                if name == "severity":
+                    value = f"s{value}"
+                elif name == "eps":
+                    value = f"eps{float(value) * 255:.4g}"
+                parts.append(str(value))
+        safe = ".".join(parts)
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in safe)
