@@ -10,6 +10,8 @@ import typer
 
 from robustbench_rpc import __version__
 from robustbench_rpc.cli import models as models_cli
+from robustbench_rpc.cli.evaluate import attack_command, evaluate_command
+from robustbench_rpc.cli.table import table_command
 from robustbench_rpc.errors import UserError
 
 app = typer.Typer(
@@ -22,6 +24,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(models_cli.app, name="models")
+app.command("evaluate")(evaluate_command)
+app.command("attack")(attack_command)
+app.command("table")(table_command)
 
 _STATE = {"debug": False}
 

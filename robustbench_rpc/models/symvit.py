@@ -224,13 +224,18 @@ _SIZES = {
     "tiny": {"embed_dim": 192, "depth": 12, "num_heads": 3},
     "small": {"embed_dim": 384, "depth": 12, "num_heads": 6},
     "base": {"embed_dim": 768, "depth": 12, "num_heads": 12},
+    # the embedded demo's model: 32x32 digits, patches of 4, 10 classes
+    "digits": {"embed_dim": 64, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0, "patch_size": 4, "img_size": 32,
+               "num_classes": 10},
 }
+
+_DIGITS_CFG = {"num_classes": 10, "input_size": (3, 32, 32), "crop_pct": 1.0, "interpolation": "bilinear",
+               "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "license": "apache-2.0"}
 
 default_cfgs = generate_default_cfgs(
     {
-        f"{prefix}symvit_{size}_patch16_224": _cfg()
-        for prefix in ("", "rpc_")
-        for size in _SIZES
+        **{f"{p}symvit_{size}_patch16_224": _cfg() for p in ("", "rpc_") for size in ("tiny", "small", "base")},
+        **{f"{prefix}symvit_digits_patch4_32": _cfg(**_DIGITS_CFG) for prefix in ("", "rpc_")},
     }
 )
 
@@ -312,3 +317,15 @@ def rpc_symvit_base_patch16_224(pretrained: bool = False, **kwargs: Any) -> SymV
     """RPC-SymViT-base (PAP options: rpc_iters, rpc_lambda, rpc_layers, rpc_threshold)."""
     return _create("rpc_symvit_base_patch16_224", "base", pretrained, True, **kwargs)
 
+
+
+@register("symvit", "symmetric", "SymViT for the embedded 32x32 digits demo (64 wide, 4 blocks, 4 heads, patch 4).")
+def symvit_digits_patch4_32(pretrained: bool = False, **kwargs: Any) -> SymViT:
+    """SymViT sized for the embedded digits demo."""
+    return _create("symvit_digits_patch4_32", "digits", pretrained, False, **kwargs)
+
+
+@register("symvit", "rpc", "RPC-SymViT for the embedded 32x32 digits demo (PAP n=4, lambda 4, first block).")
+def rpc_symvit_digits_patch4_32(pretrained: bool = False, **kwargs: Any) -> SymViT:
+    """RPC-SymViT sized for the embedded digits demo."""
+    return _create("rpc_symvit_digits_patch4_32", "digits", pretrained, True, **kwargs)

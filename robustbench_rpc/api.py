@@ -1,0 +1,257 @@
+"""The library entry points: :func:`evaluate` (datasets and corruptions) and :func:`attack` (budget sweeps).
+
+Both load (or take) a model that sees pixels in [0, 1], plan the cells, skip the finished ones in ``out``, run the
+rest, write each finished cell atomically with its provenance, and return a :class:`RunSummary`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from robustbench_rpc.errors import UserError
+
+
+@dataclass
+class RunSummary:
+    """What a run did: where, which cells were computed or skipped (already finished), and their metrics."""
+
+    out: Path
+    written: list[Any] = field(default_factory=list)
+    skipped: list[Any] = field(default_factory=list)
+    table: Any = None  # pandas DataFrame of the tidy rows of this run's cells
+
+    def __str__(self) -> str:
+        return f"{len(self.written)} cell(s) computed, {len(self.skipped)} already finished, results in {self.out}"
+
+
+@dataclass
+class ModelRequest:
+    """A model to evaluate: a registered name / factory with options, or a ready ``nn.Module`` taking pixels."""
+
+    model: str | nn.Module
+    checkpoint: str | Path | None = None
+    name: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    trust_checkpoint: bool = False
+    use_ema: bool = False
+    num_classes: int | None = None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+        """Return (pixel-space model, model info for provenance, identity fields for cell specs)."""
+        from robustbench_rpc.models.wrapper import NormalizedModel, load_model
+
+        if isinstance(self.model, nn.Module):
+            model = self.model
+            name = self.name or type(model).__name__
+            info = model.info.as_dict() if isinstance(model, NormalizedModel) and model.info else {"name": name}
+            sha = info.get("checkpoint_sha256")
+            options = dict(self.options)
+        else:
+            model = load_model(
+                self.model,
+                str(self.checkpoint) if self.checkpoint else None,
+                trust_checkpoint=self.trust_checkpoint,
+                use_ema=self.use_ema,
+                num_classes=self.num_classes,
+                preprocessing=self.preprocessing or None,
+                **self.options,
+            )
+            name = self.name or self.model
+            info = model.info.as_dict()
+            sha = info.get("checkpoint_sha256")
+            options = dict(self.options)
+            if self.use_ema:
+                options["use_ema"] = True
+            if self.preprocessing:
+                options["preprocessing"] = {k: list(v) if isinstance(v, tuple) else v
+                                            for k, v in self.preprocessing.items()}
+        if not hasattr(model, "preprocessing"):
+            model.preprocessing = {"input_size": (3, 224, 224), "crop_pct": 0.875, "interpolation": "bicubic",
+                                   **self.preprocessing}
+        identity = {"model": name, "checkpoint_sha256": sha, "model_options": options}
+        return model, info, identity
+
+
+@dataclass
+class RunOptions:
+    """Engine settings shared by :func:`evaluate` and :func:`attack`."""
+
+    batch_size: int = 64
+    workers: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    seed: int = 0
+    force: bool = False
+    allow_mixed: bool = False
+    progress: bool = True
+    command_line: Sequence[str] | None = None
+
+    def validate(self) -> None:
+        """Check the numbers users type."""
+        from robustbench_rpc.engine.device import check_precision
+
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}.")
+        if self.workers < 0:
+            raise UserError(f"--workers must be >= 0, got {self.workers}.")
+        check_precision(self.precision)
+
+
+def _run(request: ModelRequest, out: str | Path, run: RunOptions, build_jobs: Any, what: str) -> RunSummary:
+    import torch
+
+    from robustbench_rpc.engine.device import prepare_model, resolve_device
+    from robustbench_rpc.engine.plan import total_samples
+    from robustbench_rpc.engine.progress import ProgressReporter
+    from robustbench_rpc.engine.runner import Engine, EngineOptions
+    from robustbench_rpc.results.provenance import collect_provenance
+    from robustbench_rpc.results.store import ResultsStore
+    from robustbench_rpc.results.tidy import cell_metrics
+
+    run.validate()
+    device = resolve_device(run.device)
+    torch.manual_seed(run.seed)
+    model, info, identity = request.load()
+    jobs = build_jobs(identity, model.preprocessing)
+    if not jobs:
+        raise UserError(f"Nothing to {what}: the plan has no cells.")
+    store = ResultsStore(out, create=True, allow_mixed=run.allow_mixed)
+    first = jobs[0].specs[0]
+    store.check_compatible(first)
+    options = EngineOptions(batch_size=run.batch_size, workers=run.workers, device=device, precision=run.precision,
+                            seed=run.seed, force=run.force, pin_memory=device.type == "cuda")
+    fingerprints = {}
+    for job in jobs:
+        fingerprints.setdefault(job.source.name, job.source.fingerprint())
+    provenance = collect_provenance(
+        run.command_line if run.command_line is not None else sys.argv, str(device), run.seed, info, fingerprints,
+        precision=run.precision, batch_size=run.batch_size, channels_last=run.channels_last, compile=run.compile,
+    )
+    run_id = store.start_run(provenance, model=first)
+    model = prepare_model(model, device, run.channels_last, run.compile)
+    summary = RunSummary(Path(out))
+    pending_jobs = [job for job in jobs if run.force or any(not store.has(s) for s in job.specs)]
+    with ProgressReporter(total_samples(pending_jobs), enabled=run.progress, description=what) as progress:
+        engine = Engine(model, store, provenance, run_id, options, progress)
+        engine.run(jobs)
+    summary.written, summary.skipped = engine.written, engine.skipped
+    import pandas as pd
+
+    rows = []
+    for job in jobs:
+        for spec in job.specs:
+            records, _ = store.read_cell(spec)
+            for metric, value, n in cell_metrics(spec, records):
+                rows.append({"dataset": spec.dataset, "condition": spec.condition,
+                             "name": spec.params.get("name"), "severity": spec.params.get("severity"),
+                             "norm": spec.params.get("norm"), "eps": spec.params.get("eps"),
+                             "metric": metric, "value": value, "n": n})
+    summary.table = pd.DataFrame(rows)
+    return summary
+
+
+def evaluate(
+    model: str | nn.Module,
+    checkpoint: str | Path | None = None,
+    *,
+    out: str | Path,
+    suite: str | Sequence[str] = "clean",
+    data_root: str | Path | None = None,
+    paths: Mapping[str, str | None] | None = None,
+    model_options: Mapping[str, Any] | None = None,
+    model_name: str | None = None,
+    trust_checkpoint: bool = False,
+    use_ema: bool = False,
+    num_classes: int | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    limit: int | None = None,
+    subset: str | None = None,
+    corruptions: str | None = None,
+    severities: str | None = None,
+    allow_missing: bool = False,
+    labels_file: str | None = None,
+    class_list: str | None = None,
+    jpeg: bool = False,
+    **run_options: Any,
+) -> RunSummary:
+    """Evaluate a model on a suite (clean, imagenet-c, imagenet-a, imagenet-r, imagenet-o, folder, digits, digits-c).
+
+    ``paths`` maps dataset names (imagenet, imagenet-c, imagenet-a, imagenet-r, imagenet-o, folder) to directories
+    (``imagenet-c`` may be ``"generated"`` to corrupt the validation images on the fly); ``data_root`` is searched
+    for the usual sub-folders. ``run_options`` are :class:`RunOptions` fields (batch_size, device, seed, ...).
+    """
+    from robustbench_rpc.engine.plan import DataPaths, SampleSelection, build_evaluation_jobs, parse_suite
+
+    entries = parse_suite(suite)
+    request = ModelRequest(model, checkpoint, model_name, dict(model_options or {}), trust_checkpoint, use_ema,
+                           num_classes, dict(preprocessing or {}))
+    run = RunOptions(**run_options)
+    data_paths = DataPaths(Path(data_root) if data_root else None, dict(paths or {}))
+    selection = SampleSelection(subset, limit)
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be >= 1, got {limit}.")
+
+    def build(identity: dict[str, Any], prep: Mapping[str, Any]) -> list[Any]:
+        return build_evaluation_jobs(identity, entries, data_paths, prep, selection, corruptions=corruptions,
+                                     severities=severities, allow_missing=allow_missing, labels_file=labels_file,
+                                     class_list=class_list, seed=run.seed, jpeg=jpeg)
+
+    return _run(request, out, run, build, "evaluate")
+
+
+def attack(
+    model: str | nn.Module,
+    checkpoint: str | Path | None = None,
+    *,
+    out: str | Path,
+    attacks: str | Sequence[str] = "pgd",
+    eps: str | Sequence[float] | None = None,
+    norm: str | None = None,
+    protocol: str | None = None,
+    attack_options: Mapping[str, Any] | None = None,
+    compat: bool | str = False,
+    dataset: str = "imagenet",
+    data: str | Path | None = None,
+    model_options: Mapping[str, Any] | None = None,
+    model_name: str | None = None,
+    trust_checkpoint: bool = False,
+    use_ema: bool = False,
+    num_classes: int | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    limit: int | None = None,
+    subset: str | None = None,
+    labels_file: str | None = None,
+    class_list: str | None = None,
+    save_adv: str | Path | None = None,
+    **run_options: Any,
+) -> RunSummary:
+    """Attack a model over budgets: every (attack, eps) is one cell of the results directory ``out``.
+
+    ``attacks`` are registry names (pgd, fgsm, spsa, sld, cw, noise, square, apgd-ce, apgd-dlr, autoattack);
+    ``eps`` a list of floats or text such as ``"1/255:6/255"``; ``protocol="paper"`` uses the paper's preset
+    instead. ``dataset`` is imagenet (``data`` = validation folder), folder, or digits (embedded, no data needed).
+    """
+    from robustbench_rpc.engine.attack_plan import build_attack_jobs
+
+    request = ModelRequest(model, checkpoint, model_name, dict(model_options or {}), trust_checkpoint, use_ema,
+                           num_classes, dict(preprocessing or {}))
+    run = RunOptions(**run_options)
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be >= 1, got {limit}.")
+
+    def build(identity: dict[str, Any], prep: Mapping[str, Any]) -> list[Any]:
+        return build_attack_jobs(identity, prep, attacks=attacks, eps=eps, norm=norm, protocol=protocol,
+                                 attack_options=dict(attack_options or {}), compat=compat, dataset=dataset,
+                                 data=data, limit=limit, subset=subset, labels_file=labels_file,
+                                 class_list=class_list, save_adv=save_adv)
+
+    return _run(request, out, run, build, "attack")

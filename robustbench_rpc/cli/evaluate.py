@@ -1,0 +1,219 @@
+"""``robustbench-rpc evaluate`` and ``robustbench-rpc attack``: run a suite or an attack sweep into a results dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from robustbench_rpc.cli import options as opt
+
+DATA_PANEL = "Data"
+RUN_PANEL = "Run"
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="Results directory (created; re-runs resume).",
+                                   rich_help_panel=RUN_PANEL)]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.", rich_help_panel=RUN_PANEL)]
+Workers = Annotated[int, typer.Option("--workers", help="DataLoader worker processes.", rich_help_panel=RUN_PANEL)]
+Device = Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda, cuda:N.",
+                                     rich_help_panel=RUN_PANEL)]
+Amp = Annotated[str, typer.Option("--amp", help="Precision: fp32, bf16 or fp16 (autocast).", rich_help_panel=RUN_PANEL)]
+ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Use channels_last memory format.",
+                                            rich_help_panel=RUN_PANEL)]
+Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model.", rich_help_panel=RUN_PANEL)]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of every random choice (corruptions, attacks).",
+                                   rich_help_panel=RUN_PANEL)]
+Limit = Annotated[int | None, typer.Option("--limit", help="Use only the first N samples of each dataset.",
+                                              rich_help_panel=DATA_PANEL)]
+Subset = Annotated[str | None, typer.Option("--subset", help="Named subset: robustbench-5k.",
+                                               rich_help_panel=DATA_PANEL)]
+Force = Annotated[bool, typer.Option("--force", help="Recompute cells that are already finished.",
+                                     rich_help_panel=RUN_PANEL)]
+AllowMixed = Annotated[bool, typer.Option("--allow-mixed", help="Allow another model/checkpoint in the same "
+                                          "results directory.", rich_help_panel=RUN_PANEL)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=RUN_PANEL)]
+Labels = Annotated[str | None, typer.Option("--labels", help="Labels file for a flat ImageNet val layout.",
+                                               rich_help_panel=DATA_PANEL)]
+Classes = Annotated[str | None, typer.Option("--classes", help="Class list for --suite folder / --dataset folder.",
+                                                rich_help_panel=DATA_PANEL)]
+
+
+def _model_request(model: str, checkpoint: Path | None, trust: bool, ema: bool, num_classes: int | None,
+                   model_arg: list[str] | None, rpc: tuple[Any, ...], prep: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "model": model,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "trust_checkpoint": trust,
+        "use_ema": ema,
+        "num_classes": num_classes,
+        "model_options": opt.model_kwargs(model_arg, *rpc),
+        "preprocessing": opt.preprocessing_overrides(*prep),
+    }
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value != value  # None or NaN
+
+
+def _print_summary(summary: Any, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    frame = summary.table
+    keep = ("top1", "top5", "aupr", "auroc", "robust_top1", "success_rate", "linf_max", "l2_max")
+    columns = ("dataset", "condition", "name", "severity", "norm", "eps", "metric", "value", "n")
+    rows = []
+    if frame is not None and not frame.empty:
+        for row in frame[frame["metric"].isin(keep)].itertuples(index=False):
+            rows.append((
+                row.dataset, row.condition, "" if _missing(row.name) else str(row.name),
+                "" if _missing(row.severity) else str(int(row.severity)), "" if _missing(row.norm) else str(row.norm),
+                "" if _missing(row.eps) else f"{row.eps * 255:.3g}/255", row.metric, f"{row.value:.2f}", str(row.n),
+            ))
+    used = [i for i, _ in enumerate(columns) if any(r[i] for r in rows)] or list(range(len(columns)))
+    table = Table(title=title)
+    for i in used:
+        table.add_column(columns[i], justify="right" if columns[i] in ("value", "n", "severity", "eps") else "left",
+                         no_wrap=True)
+    for r in rows:
+        table.add_row(*(r[i] for i in used))
+    console.print(table)
+    console.print(str(summary))
+
+
+def evaluate_command(
+    model: opt.ModelName,
+    suite: Annotated[str, typer.Option("--suite", "-s", help="Comma list: clean, imagenet-c, imagenet-a, "
+                                       "imagenet-r, imagenet-o, folder, digits, digits-c.",
+                                       rich_help_panel=DATA_PANEL)] = "clean",
+    out: Out = Path("results"),
+    data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder holding imagenet/val, "
+                         "imagenet-c, imagenet-a, imagenet-r, imagenet-o.", rich_help_panel=DATA_PANEL)] = None,
+    imagenet: Annotated[str | None, typer.Option("--imagenet", help="ImageNet validation folder.",
+                                                    rich_help_panel=DATA_PANEL)] = None,
+    imagenet_c: Annotated[str | None, typer.Option("--imagenet-c", help="ImageNet-C folder, or 'generated' to "
+                          "corrupt the validation images on the fly.", rich_help_panel=DATA_PANEL)] = None,
+    imagenet_a: Annotated[str | None, typer.Option("--imagenet-a", rich_help_panel=DATA_PANEL)] = None,
+    imagenet_r: Annotated[str | None, typer.Option("--imagenet-r", rich_help_panel=DATA_PANEL)] = None,
+    imagenet_o: Annotated[str | None, typer.Option("--imagenet-o", rich_help_panel=DATA_PANEL)] = None,
+    folder: Annotated[str | None, typer.Option("--folder", help="An ImageFolder of wnid classes "
+                                                  "(--suite folder).", rich_help_panel=DATA_PANEL)] = None,
+    corruptions: Annotated[str | None, typer.Option("--corruptions", help="all, standard (default), extra or "
+                           "names like fog,snow.", rich_help_panel=DATA_PANEL)] = None,
+    severities: Annotated[str | None, typer.Option("--severities", help="e.g. 1-5 (default) or 1,3,5.",
+                                                      rich_help_panel=DATA_PANEL)] = None,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Evaluate the ImageNet-C cells that exist.",
+                                                rich_help_panel=DATA_PANEL)] = False,
+    jpeg: Annotated[bool, typer.Option("--jpeg", help="Generated ImageNet-C: JPEG quality-85 round trip, like the "
+                                       "released files.", rich_help_panel=DATA_PANEL)] = False,
+    labels: Labels = None,
+    classes: Classes = None,
+    limit: Limit = None,
+    subset: Subset = None,
+    checkpoint: opt.CheckpointPath = None,
+    trust_checkpoint: opt.TrustCheckpoint = False,
+    ema: opt.UseEma = False,
+    num_classes: opt.NumClasses = None,
+    model_arg: opt.ModelArgs = None,
+    rpc_iters: opt.RpcIters = None,
+    rpc_lambda: opt.RpcLambda = None,
+    rpc_layers: opt.RpcLayers = None,
+    rpc_threshold: opt.RpcThreshold = None,
+    mean: opt.Mean = None,
+    std: opt.Std = None,
+    input_size: opt.InputSize = None,
+    crop_pct: opt.CropPct = None,
+    interpolation: opt.Interpolation = None,
+    batch_size: BatchSize = 64,
+    workers: Workers = 0,
+    device: Device = "auto",
+    amp: Amp = "fp32",
+    channels_last: ChannelsLast = False,
+    compile_model: Compile = False,
+    seed: Seed = 0,
+    force: Force = False,
+    allow_mixed: AllowMixed = False,
+    quiet: Quiet = False,
+) -> None:
+    """Evaluate a model on ImageNet, ImageNet-C (released or generated), ImageNet-A/R/O, a folder or the digits."""
+    from robustbench_rpc.api import evaluate
+
+    request = _model_request(model, checkpoint, trust_checkpoint, ema, num_classes, model_arg,
+                             (rpc_iters, rpc_lambda, rpc_layers, rpc_threshold),
+                             (mean, std, input_size, crop_pct, interpolation))
+    summary = evaluate(
+        **request, out=out, suite=suite, data_root=data_root,
+        paths={"imagenet": imagenet, "imagenet-c": imagenet_c, "imagenet-a": imagenet_a, "imagenet-r": imagenet_r,
+               "imagenet-o": imagenet_o, "folder": folder},
+        limit=limit, subset=subset, corruptions=corruptions, severities=severities, allow_missing=allow_missing,
+        labels_file=labels, class_list=classes, jpeg=jpeg, batch_size=batch_size, workers=workers, device=device,
+        precision=amp, channels_last=channels_last, compile=compile_model, seed=seed, force=force,
+        allow_mixed=allow_mixed, progress=not quiet,
+    )
+    _print_summary(summary, f"{model}: evaluation")
+
+
+def attack_command(
+    model: opt.ModelName,
+    attack: Annotated[str | None, typer.Option("--attack", "-a", help="Comma list: pgd, fgsm, spsa, sld, cw, "
+                      "noise, square, apgd-ce, apgd-dlr, autoattack.")] = None,
+    eps: Annotated[str | None, typer.Option("--eps", "-e", help="Budgets: 1/255,2/255 or a range 1/255:6/255 "
+                   "(pixel units; fractions of 255 accepted).")] = None,
+    norm: Annotated[str | None, typer.Option("--norm", help="Linf, L2 or L1 (default: the attack's own).")] = None,
+    protocol: Annotated[str | None, typer.Option("--protocol", help="Preset: 'paper' (PGD-20 step 0.15 eps, "
+                        "FGSM, SPSA-10 at 1/255..6/255).")] = None,
+    attack_option: Annotated[list[str] | None, typer.Option("--option", help="Attack option KEY=VALUE or "
+                             "ATTACK.KEY=VALUE (repeatable), e.g. steps=40, square.queries=1000.")] = None,
+    compat: Annotated[str | None, typer.Option("--compat", help="Reproduce the official code's threat model: "
+                      "'normalized' (normalized space, no clamping, against clean predictions). Not the default.")
+                      ] = None,
+    dataset: Annotated[str, typer.Option("--dataset", help="imagenet, folder or digits (embedded).",
+                                         rich_help_panel=DATA_PANEL)] = "imagenet",
+    data: Annotated[str | None, typer.Option("--data", help="Image folder for imagenet / folder.",
+                                                rich_help_panel=DATA_PANEL)] = None,
+    save_adv: Annotated[Path | None, typer.Option("--save-adv", help="Keep adversarial examples here "
+                        "(tensors, and PNGs of a few samples).")] = None,
+    out: Out = Path("results"),
+    labels: Labels = None,
+    classes: Classes = None,
+    limit: Limit = None,
+    subset: Subset = None,
+    checkpoint: opt.CheckpointPath = None,
+    trust_checkpoint: opt.TrustCheckpoint = False,
+    ema: opt.UseEma = False,
+    num_classes: opt.NumClasses = None,
+    model_arg: opt.ModelArgs = None,
+    rpc_iters: opt.RpcIters = None,
+    rpc_lambda: opt.RpcLambda = None,
+    rpc_layers: opt.RpcLayers = None,
+    rpc_threshold: opt.RpcThreshold = None,
+    mean: opt.Mean = None,
+    std: opt.Std = None,
+    input_size: opt.InputSize = None,
+    crop_pct: opt.CropPct = None,
+    interpolation: opt.Interpolation = None,
+    batch_size: BatchSize = 64,
+    workers: Workers = 0,
+    device: Device = "auto",
+    seed: Seed = 0,
+    force: Force = False,
+    allow_mixed: AllowMixed = False,
+    quiet: Quiet = False,
+) -> None:
+    """Attack a model over a range of budgets; every (attack, eps) becomes a cell of the results directory."""
+    from robustbench_rpc.api import attack as run_attacks
+    from robustbench_rpc.attacks import parse_options
+
+    request = _model_request(model, checkpoint, trust_checkpoint, ema, num_classes, model_arg,
+                             (rpc_iters, rpc_lambda, rpc_layers, rpc_threshold),
+                             (mean, std, input_size, crop_pct, interpolation))
+    summary = run_attacks(
+        **request, out=out, attacks=attack or "", eps=eps, norm=norm, protocol=protocol,
+        attack_options=parse_options(attack_option or []), compat=compat or False, dataset=dataset, data=data,
+        limit=limit, subset=subset, labels_file=labels, class_list=classes, save_adv=save_adv,
+        batch_size=batch_size, workers=workers, device=device, seed=seed, force=force, allow_mixed=allow_mixed,
+        progress=not quiet,
+    )
+    _print_summary(summary, f"{model}: attacks")

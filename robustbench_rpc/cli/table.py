@@ -1,0 +1,49 @@
+"""The ``table`` command: turn one or several results directories into a table (paper, corruptions, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from robustbench_rpc.results.exports import FORMATS as FORMAT_NAMES
+from robustbench_rpc.results.views import VIEWS
+
+VIEW_NAMES = tuple(VIEWS)
+
+
+def table_command(
+    results: Annotated[
+        list[Path],
+        typer.Argument(help="Results directories (one or several; their models become columns or rows)."),
+    ],
+    view: Annotated[str, typer.Option("--view", help="Which table: " + ", ".join(VIEW_NAMES) + ".")] = "paper",
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="Output format: " + ", ".join(FORMAT_NAMES) + ".")
+    ] = "table",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write to this file (atomically) instead of stdout.")
+    ] = None,
+) -> None:
+    """Print or write a table of results: the paper's main table, corruptions, severities, attacks or tidy rows."""
+    from robustbench_rpc.results.exports import check_format, check_output_path, export, print_table
+    from robustbench_rpc.results.tidy import tidy
+    from robustbench_rpc.results.views import build_view, check_view
+
+    check_view(view)
+    check_format(format)
+    if out is None and format == "parquet":
+        from robustbench_rpc.errors import UserError
+
+        raise UserError("Format parquet is binary; give an output file with --out.")
+    if out is not None:
+        check_output_path(out)
+    frame = build_view(tidy(results), view)
+    if out is not None:
+        export(frame, format, out, title=view)
+        typer.echo(f"Wrote the {view} view ({len(frame)} rows) to {out}.", err=True)
+    elif format == "table":
+        print_table(frame, title=f"{view} view")
+    else:
+        typer.echo(export(frame, format), nl=False)

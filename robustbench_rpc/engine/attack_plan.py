@@ -1,0 +1,101 @@
+"""Planning attack sweeps: (attack, norm, eps) cells on a dataset, from names and budgets or a preset protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from robustbench_rpc.engine.plan import SampleSelection, digits_source
+from robustbench_rpc.engine.runner import AttackJob
+from robustbench_rpc.engine.sources import FileSource
+from robustbench_rpc.errors import UserError
+from robustbench_rpc.results.schema import CellSpec
+
+ATTACK_DATASETS = ("imagenet", "folder", "digits")
+
+
+def split_attack_options(names: Sequence[str], options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Assign ``key=value`` options to attacks: ``pgd.steps`` targets one attack, plain ``steps`` all of them."""
+    per_attack: dict[str, dict[str, Any]] = {name: {} for name in names}
+    for key, value in options.items():
+        target, dot, option = key.partition(".")
+        if dot:
+            if target not in per_attack:
+                raise UserError(f"Attack option {key!r} names attack {target!r}, which is not among "
+                                f"the selected attacks ({', '.join(names)}).")
+            per_attack[target][option] = value
+        else:
+            for name in names:
+                per_attack[name][key] = value
+    return per_attack
+
+
+def _source(dataset: str, data: str | Path | None, preprocessing: Mapping[str, Any], selection: SampleSelection,
+            labels_file: str | None, class_list: str | None) -> Any:
+    from robustbench_rpc.data import build_dataset
+
+    if dataset not in ATTACK_DATASETS:
+        raise UserError(f"Attacks run on {', '.join(ATTACK_DATASETS)}, not on {dataset!r}.")
+    if dataset == "digits":
+        return digits_source("test", selection.limit)
+    if data is None:
+        raise UserError(f"Attacking {dataset} needs its images; pass --data PATH.")
+    if not Path(data).expanduser().exists():
+        raise UserError(f"--data {data} does not exist.")
+    if dataset == "imagenet":
+        ds = build_dataset("imagenet", data, preprocessing, labels_file=labels_file, subset=selection.subset,
+                           limit=selection.limit)
+    else:
+        ds = build_dataset("folder", data, preprocessing, class_list=class_list, limit=selection.limit)
+    return FileSource(ds)
+
+
+def build_attack_jobs(
+    identity: Mapping[str, Any],
+    preprocessing: Mapping[str, Any],
+    *,
+    attacks: str | Sequence[str],
+    eps: str | Sequence[float] | None,
+    norm: str | None,
+    protocol: str | None,
+    attack_options: Mapping[str, Any],
+    compat: bool | str,
+    dataset: str,
+    data: str | Path | None,
+    limit: int | None,
+    subset: str | None,
+    labels_file: str | None,
+    class_list: str | None,
+    save_adv: str | Path | None,
+) -> list[AttackJob]:
+    """Return one :class:`AttackJob` per (attack, eps); budgets are validated before any data is read."""
+    from robustbench_rpc.attacks import build_attack_spec, parse_eps, protocol_specs
+
+    if protocol is not None:
+        specs = list(protocol_specs(protocol))
+        if attack_options:
+            per = split_attack_options(sorted({s.name for s in specs}), attack_options)
+            specs = [build_attack_spec(s.name, s.norm, s.eps, **{**dict(s.params), **per[s.name]}) for s in specs]
+    else:
+        names = [a.strip().lower() for a in (attacks.split(",") if isinstance(attacks, str) else attacks)]
+        names = [n for n in names if n]
+        if not names:
+            raise UserError("No attack given; pass --attack NAME[,NAME...] or --protocol paper.")
+        per = split_attack_options(names, attack_options)
+        specs = []
+        for name in names:
+            first = build_attack_spec(name, norm, **per[name])  # validates the name, norm and options
+            if eps is None:
+                raise UserError("No budget given; pass --eps, e.g. --eps 1/255:6/255 (fractions of 255 accepted).")
+            values = parse_eps(eps, norm=first.norm) if isinstance(eps, str) else list(eps)
+            specs.extend(build_attack_spec(name, first.norm, float(e), **per[name]) for e in values)
+    selection = SampleSelection(subset, limit)
+    source = _source(dataset, data, preprocessing, selection, labels_file, class_list)
+    dataset_name = "digits" if dataset == "digits" else dataset
+    jobs = []
+    for spec in specs:
+        cell = CellSpec(dataset=dataset_name, condition="attack",
+                        params={**spec.to_params(compat), **selection.params()}, **identity)
+        jobs.append(AttackJob(cell, source, spec, compat, save_adv))
+    return jobs

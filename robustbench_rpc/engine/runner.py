@@ -1,0 +1,219 @@
+"""The engine: runs a plan of jobs (each one or several cells) and writes every finished cell to the results store.
+
+Three kinds of job: classification (clean, released corruptions, ImageNet-A/R, folders; OOD detection for
+ImageNet-O), generated corruptions (one decode of the clean images serves every requested corruption and severity)
+and attacks (one (attack, eps) per cell). Finished cells are skipped on a re-run unless ``force``.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from robustbench_rpc.data.classes import mask_logits
+from robustbench_rpc.engine.device import autocast
+from robustbench_rpc.engine.records import records_frame, records_from_logits
+from robustbench_rpc.engine.sources import BatchSource
+from robustbench_rpc.results.schema import CellSpec
+
+
+@dataclass
+class EngineOptions:
+    """How to run: batch size, data workers, device, precision, seed, resume behaviour."""
+
+    batch_size: int = 64
+    workers: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "fp32"
+    seed: int = 0
+    force: bool = False
+    pin_memory: bool = False
+
+
+@dataclass
+class ClassifyJob:
+    """One cell: predictions on a source (``ood=True`` adds OOD scores for detection metrics)."""
+
+    spec: CellSpec
+    source: BatchSource
+    ood: bool = False
+    transform: Callable[[Tensor], Tensor] | None = None
+
+    @property
+    def specs(self) -> list[CellSpec]:
+        """The cells this job produces."""
+        return [self.spec]
+
+
+@dataclass
+class GeneratedCorruptionJob:
+    """Many cells from one pass over clean images: each (corruption, severity) is generated on the fly."""
+
+    cells: list[tuple[CellSpec, str, int]]
+    source: BatchSource
+    jpeg_quality: int | None = None
+    to_model: Callable[[Tensor], Tensor] | None = None
+
+    @property
+    def specs(self) -> list[CellSpec]:
+        """The cells this job produces."""
+        return [spec for spec, _, _ in self.cells]
+
+
+@dataclass
+class AttackJob:
+    """One cell: an attack (name, norm, eps, options) on a source, in pixel space unless ``compat``."""
+
+    spec: CellSpec
+    source: BatchSource
+    attack: Any  # robustbench_rpc.attacks.AttackSpec
+    compat: bool | str = False
+    save_adv: Any = None  # directory for adversarial examples, or None
+
+    @property
+    def specs(self) -> list[CellSpec]:
+        """The cells this job produces."""
+        return [self.spec]
+
+
+Job = ClassifyJob | GeneratedCorruptionJob | AttackJob
+
+
+def cell_seed(seed: int, *parts: Any) -> int:
+    """Derive a stable 31-bit seed for one cell and batch from the run seed and the cell's coordinates."""
+    return zlib.crc32("|".join(str(p) for p in (seed, *parts)).encode()) & 0x7FFFFFFF
+
+
+class Engine:
+    """Runs jobs against a model, writes finished cells to a store, reports progress through a callback."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        store: Any,
+        provenance: dict[str, Any],
+        run_id: str,
+        options: EngineOptions,
+        progress: Any = None,
+    ) -> None:
+        self.model = model
+        self.store = store
+        self.provenance = provenance
+        self.run_id = run_id
+        self.options = options
+        self.progress = progress
+        self.written: list[CellSpec] = []
+        self.skipped: list[CellSpec] = []
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def _forward(self, images: Tensor) -> Tensor:
+        images = images.to(self.options.device, non_blocking=True)
+        with torch.inference_mode(), autocast(self.options.device, self.options.precision):
+            return self.model(images).float()
+
+    def _write(self, spec: CellSpec, rows: list[dict[str, Any]], source: BatchSource, started: float,
+               extra: dict[str, Any] | None = None) -> None:
+        report = getattr(source, "report", None)
+        payload = {"seconds": round(time.perf_counter() - started, 3), "batch_size": self.options.batch_size,
+                   "precision": self.options.precision, "dataset_fingerprint": source.fingerprint()}
+        if report is not None:
+            payload["load_report"] = report.as_dict()
+        payload.update(extra or {})
+        self.store.write_cell(spec, records_frame(rows), self.provenance, extra=payload, run_id=self.run_id)
+        self.written.append(spec)
+
+    def _tick(self, cell: str, advance: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(cell, advance, total)
+
+    def pending(self, job: Job) -> list[CellSpec]:
+        """Return the cells of ``job`` that still have to be computed."""
+        if self.options.force:
+            return job.specs
+        return [s for s in job.specs if not self.store.has(s)]
+
+    # -- jobs ----------------------------------------------------------------------------------------------
+    def run(self, jobs: Sequence[Job]) -> None:
+        """Run every job, skipping finished cells (unless forced)."""
+        for job in jobs:
+            todo = self.pending(job)
+            self.skipped.extend(s for s in job.specs if s not in todo)
+            if not todo:
+                continue
+            if isinstance(job, ClassifyJob):
+                self._classify(job)
+            elif isinstance(job, GeneratedCorruptionJob):
+                self._generated(job, set(s.key() for s in todo))
+            else:
+                self._attack(job)
+
+    def _classify(self, job: ClassifyJob) -> None:
+        started = time.perf_counter()
+        rows: list[dict[str, Any]] = []
+        label = job.spec.slug()
+        total = len(job.source)
+        for batch in job.source.batches(self.options.batch_size, self.options.workers, self.options.pin_memory):
+            images = job.transform(batch.images) if job.transform else batch.images
+            logits = mask_logits(self._forward(images), job.source.class_indices).cpu()
+            rows.extend(records_from_logits(logits, batch.labels, batch.sample_ids, batch.indices,
+                                            batch.is_ood if job.ood else None))
+            self._tick(label, len(batch) + len(batch.skipped), total)
+        self._write(job.spec, rows, job.source, started)
+
+    def _generated(self, job: GeneratedCorruptionJob, todo: set[str]) -> None:
+        from robustbench_rpc.corruptions import corrupt, jpeg_roundtrip
+
+        cells = [c for c in job.cells if c[0].key() in todo]
+        rows: dict[str, list[dict[str, Any]]] = {spec.key(): [] for spec, _, _ in cells}
+        started = time.perf_counter()
+        total = len(job.source) * len(cells)
+        seed = self.options.seed
+        device = self.options.device
+        for batch in job.source.batches(self.options.batch_size, self.options.workers, self.options.pin_memory):
+            clean = batch.images.to(device, non_blocking=True)
+            start = int(batch.indices[0]) if len(batch.indices) else 0
+            for spec, name, severity in cells:
+                gen = torch.Generator().manual_seed(cell_seed(seed, name, severity, start))
+                images = corrupt(clean, name, severity, generator=gen)
+                if job.jpeg_quality is not None:
+                    images = jpeg_roundtrip(images, job.jpeg_quality)
+                if images.dtype == torch.uint8:
+                    images = images.float() / 255.0
+                if job.to_model is not None:
+                    images = job.to_model(images)
+                logits = mask_logits(self._forward(images), job.source.class_indices).cpu()
+                rows[spec.key()].extend(records_from_logits(logits, batch.labels, batch.sample_ids, batch.indices))
+                self._tick("generated corruptions", len(batch), total)
+        for spec, _, _ in cells:
+            self._write(spec, rows[spec.key()], job.source, started, {"generated": True})
+
+    def _attack(self, job: AttackJob) -> None:
+        from robustbench_rpc.attacks import run_attack
+
+        started = time.perf_counter()
+        rows: list[dict[str, Any]] = []
+        label = job.spec.slug()
+        total = len(job.source)
+        for batch in job.source.batches(self.options.batch_size, self.options.workers, self.options.pin_memory):
+            start = int(batch.indices[0]) if len(batch.indices) else 0
+            seed = cell_seed(self.options.seed, job.spec.key(), start)
+            result = run_attack(self.model, batch.images, batch.labels, job.attack, seed=seed, compat=job.compat)
+            batch_rows = result.records(batch.labels, sample_ids=batch.sample_ids)
+            for row, index in zip(batch_rows, batch.indices.tolist(), strict=True):
+                row["index"] = int(index)
+            rows.extend(batch_rows)
+            if job.save_adv is not None:
+                from pathlib import Path
+
+                from robustbench_rpc.attacks import save_adversarial
+
+                save_adversarial(Path(job.save_adv) / job.spec.slug(), result, batch.images, batch.labels,
+                                 index_offset=start, sample_ids=batch.sample_ids, n_png=8)
+            self._tick(label, len(batch), total)
+        self._write(job.spec, rows, job.source, started, {"attack": job.attack.label()})

@@ -1,0 +1,463 @@
+"""Side-by-side comparison of models on their shared cells, with paired statistics against a baseline.
+
+Two cells are *the same cell* when their dataset, condition and parameters match (the cell spec minus the model,
+its checkpoint and options). Their records are paired by ``sample_id``; every number of a comparison row is
+computed on the paired samples only, and ``n`` is their count. Accuracy cells (clean, corruption: top-1 over the
+labelled samples; attack: robust top-1, i.e. ``correct1`` of the adversarial predictions) get a paired bootstrap
+interval of the difference and McNemar's exact test; out-of-distribution cells (records with ``is_ood`` and
+``ood_score``) compare AUPR with a paired bootstrap over samples (no McNemar test).
+
+The statistics are pure numpy/scipy functions of per-sample arrays. Bootstrap resamples are drawn in chunks so
+that a 50 000-sample cell with 2 000 resamples never holds more than about four million indices at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from robustbench_rpc.errors import UserError, did_you_mean
+from robustbench_rpc.results.schema import CellSpec
+from robustbench_rpc.results.store import ResultsStore, model_identity
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+#: Resamples of the paired bootstrap unless told otherwise.
+DEFAULT_RESAMPLES = 2000
+#: Largest resamples x samples block drawn at once.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _bool_array(values: Any, what: str) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{what} must be one-dimensional, got shape {array.shape}")
+    return array.astype(bool)
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
+    if len(a) != len(b):
+        raise ValueError(f"paired arrays differ in length ({len(a)} and {len(b)})")
+    if len(a) == 0:
+        raise ValueError("paired statistics need at least one sample")
+
+
+def mcnemar_exact(baseline_correct: Any, model_correct: Any) -> float:
+    """Return the two-sided exact McNemar p-value: a binomial test (p = 1/2) on the discordant pairs."""
+    from scipy.stats import binom
+
+    base = _bool_array(baseline_correct, "baseline_correct")
+    model = _bool_array(model_correct, "model_correct")
+    _check_pair(base, model)
+    only_base = int(np.sum(base & ~model))
+    only_model = int(np.sum(~base & model))
+    discordant = only_base + only_model
+    if discordant == 0:
+        return 1.0
+    return float(min(1.0, 2.0 * binom.cdf(min(only_base, only_model), discordant, 0.5)))
+
+
+def _resample_chunks(n: int, resamples: int, seed: int) -> Any:
+    """Yield blocks of bootstrap indices of shape [chunk, n] from one seeded generator."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(resamples, _CHUNK_ELEMENTS // max(n, 1)))
+    done = 0
+    while done < resamples:
+        size = min(chunk, resamples - done)
+        yield rng.integers(0, n, size=(size, n))
+        done += size
+
+
+def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    finite = samples[np.isfinite(samples)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    tail = 100.0 * (1.0 - level) / 2.0
+    low, high = np.percentile(finite, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_accuracy_difference(
+    baseline_correct: Any,
+    model_correct: Any,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Return the percentile bootstrap interval of accuracy(model) - accuracy(baseline), in points (%)."""
+    base = _bool_array(baseline_correct, "baseline_correct")
+    model = _bool_array(model_correct, "model_correct")
+    _check_pair(base, model)
+    delta = model.astype(np.int8) - base.astype(np.int8)
+    diffs = np.concatenate(
+        [delta[idx].mean(axis=1) for idx in _resample_chunks(len(delta), resamples, seed)]
+    )
+    low, high = _interval(diffs * 100.0, level)
+    return low, high
+
+
+def weighted_aupr(is_ood: Any, score: Any, weights: Any) -> np.ndarray:
+    """Return the average precision (OOD positive) for each row of sample ``weights`` [B, n].
+
+    Integer weights give the AUPR of the sample repeated that many times, so a bootstrap resample is a row of
+    counts; the definition is that of :func:`robustbench_rpc.metrics.ood.aupr` (step-wise, ties grouped). Rows
+    without positives or without negatives give NaN.
+    """
+    positive = np.asarray(is_ood).astype(bool)
+    values = np.asarray(score, dtype=float)
+    w = np.atleast_2d(np.asarray(weights, dtype=float))
+    order = np.argsort(-values, kind="mergesort")
+    sorted_values = values[order]
+    w = w[:, order]
+    pos = positive[order]
+    last_of_tie = np.r_[np.nonzero(np.diff(sorted_values))[0], len(sorted_values) - 1]
+    tps = np.cumsum(w * pos, axis=1)[:, last_of_tie]
+    fps = np.cumsum(w * ~pos, axis=1)[:, last_of_tie]
+    total_pos = tps[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tps + fps > 0, tps / (tps + fps), 0.0)
+        recall = tps / total_pos
+    steps = np.diff(np.concatenate([np.zeros((len(w), 1)), recall], axis=1), axis=1)
+    ap = np.sum(steps * precision, axis=1)
+    ap[(total_pos[:, 0] == 0) | (fps[:, -1] == 0)] = np.nan
+    return ap
+
+
+def bootstrap_aupr_difference(
+    is_ood: Any,
+    baseline_score: Any,
+    model_score: Any,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Return the paired percentile bootstrap interval of AUPR(model) - AUPR(baseline), in points (%)."""
+    positive = _bool_array(is_ood, "is_ood")
+    base = np.asarray(baseline_score, dtype=float)
+    model = np.asarray(model_score, dtype=float)
+    _check_pair(positive, base)
+    _check_pair(positive, model)
+    n = len(positive)
+    diffs = []
+    for idx in _resample_chunks(n, resamples, seed):
+        flat = (idx + n * np.arange(len(idx))[:, None]).ravel()
+        counts = np.bincount(flat, minlength=idx.size).reshape(idx.shape)
+        diffs.append(weighted_aupr(positive, model, counts) - weighted_aupr(positive, base, counts))
+    return _interval(np.concatenate(diffs) * 100.0, level)
+
+
+# ------------------------------------------------------------------------------------------ cells and pairing
+#: Record columns a comparison reads.
+COMPARE_COLUMNS = ["sample_id", "label", "correct1", "is_ood", "ood_score"]
+#: Columns of the comparison frame, in order.
+COMPARISON_COLUMNS = (
+    "cell",
+    "dataset",
+    "condition",
+    "name",
+    "severity",
+    "norm",
+    "eps",
+    "variant",
+    "metric",
+    "baseline",
+    "model",
+    "n",
+    "baseline_value",
+    "model_value",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "p_value",
+)
+_CONDITION_ORDER = {"clean": 0, "corruption": 1, "attack": 2, "ood": 3}
+
+
+@dataclass(frozen=True)
+class LoadedCell:
+    """One finished cell of one model: its display label, spec and the records a comparison needs."""
+
+    label: str
+    spec: CellSpec
+    records: pd.DataFrame
+    path: Path
+
+
+def open_stores(sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path]) -> list[ResultsStore]:
+    """Open one or several results directories read-only (a :class:`UserError` for a bad one)."""
+    if isinstance(sources, (ResultsStore, str, Path)):
+        sources = [sources]
+    stores = [s if isinstance(s, ResultsStore) else ResultsStore(Path(s), create=False) for s in sources]
+    if not stores:
+        raise UserError("No results directory was given; expected at least one.")
+    return stores
+
+
+def load_cells(stores: Iterable[ResultsStore]) -> list[LoadedCell]:
+    """Read every finished cell of the stores with its model label (as in the tidy table's ``model_label``).
+
+    Cells come model by model in the order the models were first stored, directory after directory, so the
+    first model of the first directory is the default baseline.
+    """
+    from robustbench_rpc.results.tidy import model_labels
+
+    found = []
+    seen: dict[str, Path] = {}
+    for store_index, store in enumerate(stores):
+        registered = [json.dumps(ident, sort_keys=True, default=str) for ident in store.model_identities]
+        cells = store.cell_files()
+        if not cells:
+            raise UserError(f"Results directory {store.root} has no finished cells yet.")
+        for cell in cells:
+            key = cell.spec.key()
+            if key in seen:
+                raise UserError(
+                    f"Cell {cell.spec.slug()} is in both {seen[key]} and {cell.path}; "
+                    f"pass only one of the two results directories."
+                )
+            seen[key] = cell.path
+            identity = json.dumps(model_identity(cell.spec), sort_keys=True, default=str)
+            rank = (store_index, registered.index(identity) if identity in registered else len(registered))
+            found.append((rank, cell, store.read_records(cell, COMPARE_COLUMNS)))
+    found.sort(key=lambda item: item[0])  # models in the order they were registered, directory by directory
+    labels = model_labels([model_identity(cell.spec) for _, cell, _ in found])
+    return [
+        LoadedCell(label=label, spec=cell.spec, records=records, path=cell.path)
+        for (_, cell, records), label in zip(found, labels, strict=True)
+    ]
+
+
+def shared_key(spec: CellSpec) -> str:
+    """Return what makes two models' cells the same cell: dataset, condition and parameters."""
+    return json.dumps([spec.dataset, spec.condition, spec.params], sort_keys=True, default=str)
+
+
+def resolve_baseline(labels: list[str], baseline: str | None) -> str:
+    """Return the label named by ``baseline`` (exact, else a unique prefix); the first label when None."""
+    if not labels:
+        raise UserError("The results hold no model to compare.")
+    if baseline is None:
+        return labels[0]
+    if baseline in labels:
+        return baseline
+    matches = [label for label in labels if label.startswith(baseline)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise UserError(
+            f"Baseline {baseline!r} matches several models ({', '.join(matches)}); give the full model label."
+        )
+    raise UserError(
+        f"Baseline {baseline!r} is not a model in the results; expected one of "
+        f"{', '.join(labels)}{did_you_mean(baseline, labels)}."
+    )
+
+
+def is_ood_cell(records: pd.DataFrame) -> bool:
+    """Return True for records that carry out-of-distribution detection columns."""
+    return "is_ood" in records and "ood_score" in records
+
+
+def _scored(cell: LoadedCell) -> pd.DataFrame:
+    """Return the cell's records reduced to ``sample_id`` plus what its comparison metric needs."""
+    records = cell.records
+    if records["sample_id"].duplicated().any():
+        raise UserError(f"Cell file {cell.path} repeats sample ids; expected one record per sample.")
+    if is_ood_cell(records):
+        return records[["sample_id", "is_ood", "ood_score"]]
+    if cell.spec.condition != "attack" and "label" in records:
+        records = records[records["label"] >= 0]
+    return records[["sample_id", "correct1"]]
+
+
+def compare_pair(
+    baseline: LoadedCell, other: LoadedCell, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = 0.95
+) -> dict[str, Any] | None:
+    """Return the comparison row of two models' records of one cell, or None when they share no sample."""
+    base, model = _scored(baseline), _scored(other)
+    ood = "is_ood" in base and "is_ood" in model
+    paired = base.merge(model, on="sample_id", suffixes=("_b", "_m"))
+    n = len(paired)
+    if n == 0:
+        return None
+    row: dict[str, Any] = {"baseline": baseline.label, "model": other.label, "n": n}
+    if ood:
+        positive = paired["is_ood_b"].astype(bool).to_numpy()
+        if (positive != paired["is_ood_m"].astype(bool).to_numpy()).any():
+            raise UserError(f"Cell {other.spec.slug()} marks different samples as out-of-distribution per model.")
+        if positive.all() or not positive.any():
+            return None
+        scores_b = paired["ood_score_b"].astype(float).to_numpy()
+        scores_m = paired["ood_score_m"].astype(float).to_numpy()
+        ones = np.ones((1, n))
+        value_b = float(weighted_aupr(positive, scores_b, ones)[0]) * 100.0
+        value_m = float(weighted_aupr(positive, scores_m, ones)[0]) * 100.0
+        low, high = bootstrap_aupr_difference(positive, scores_b, scores_m, resamples, seed, level)
+        row.update(metric="aupr", p_value=float("nan"))
+    else:
+        correct_b = paired["correct1_b"].astype(bool).to_numpy()
+        correct_m = paired["correct1_m"].astype(bool).to_numpy()
+        value_b, value_m = 100.0 * correct_b.mean(), 100.0 * correct_m.mean()
+        low, high = bootstrap_accuracy_difference(correct_b, correct_m, resamples, seed, level)
+        metric = "robust_top1" if baseline.spec.condition == "attack" else "top1"
+        row.update(metric=metric, p_value=mcnemar_exact(correct_b, correct_m))
+    row.update(
+        baseline_value=float(value_b), model_value=float(value_m), diff=float(value_m - value_b), ci_low=low,
+        ci_high=high,
+    )
+    return row
+
+
+def eps_text(eps: float | None, norm: str | None) -> str:
+    """Return an attack budget as people write it: ``4/255`` for L-infinity, the plain number otherwise."""
+    if eps is None or (isinstance(eps, float) and np.isnan(eps)):
+        return ""
+    if str(norm or "").lower() in ("linf", "l_inf", "inf", ""):
+        return f"{float(eps) * 255:.4g}/255"
+    return f"{float(eps):.4g}"
+
+
+def cell_text(spec: CellSpec) -> str:
+    """Return a short readable name of a cell, e.g. ``imagenet-c fog s3`` or ``imagenet pgd Linf 4/255``."""
+    params = dict(spec.params)
+    parts = [spec.dataset]
+    if spec.condition != "corruption":
+        parts.append(str(params.pop("name", spec.condition)))
+    else:
+        parts.append(str(params.pop("name", "")))
+    if "severity" in params:
+        parts.append(f"s{params.pop('severity')}")
+    if "norm" in params:
+        parts.append(str(params.pop("norm")))
+    if "eps" in params:
+        parts.append(eps_text(params.pop("eps"), spec.params.get("norm")))
+    if params:
+        parts.append("[" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + "]")
+    return " ".join(p for p in parts if p)
+
+
+def _sort_key(spec: CellSpec) -> tuple[Any, ...]:
+    from robustbench_rpc.results.views import CORRUPTION_ORDER
+
+    params = spec.params
+    name = str(params.get("name", ""))
+    rank = CORRUPTION_ORDER.index(name) if name in CORRUPTION_ORDER else len(CORRUPTION_ORDER)
+    return (
+        _CONDITION_ORDER.get(spec.condition, 9),
+        spec.dataset,
+        rank,
+        name,
+        str(params.get("norm", "")),
+        float(params.get("eps", 0.0) or 0.0),
+        int(params.get("severity", 0) or 0),
+        json.dumps(params, sort_keys=True, default=str),
+    )
+
+
+def compare_cells(
+    cells: list[LoadedCell],
+    baseline: str | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Return one row per shared cell and non-baseline model: values, difference, its interval and p-value."""
+    import pandas as pd
+
+    if resamples < 1:
+        raise UserError(f"The number of bootstrap resamples must be at least 1, got {resamples}.")
+    labels = list(dict.fromkeys(cell.label for cell in cells))
+    base_label = resolve_baseline(labels, baseline)
+    if len(labels) < 2:
+        raise UserError(f"The results hold only model {labels[0]}; a comparison needs at least two models.")
+    by_key: dict[str, dict[str, LoadedCell]] = {}
+    for cell in cells:
+        by_key.setdefault(shared_key(cell.spec), {})[cell.label] = cell
+    rows = []
+    for group in sorted(by_key.values(), key=lambda g: _sort_key(next(iter(g.values())).spec)):
+        if base_label not in group:
+            continue
+        base = group[base_label]
+        for label in labels:
+            if label == base_label or label not in group:
+                continue
+            row = compare_pair(base, group[label], resamples, seed, level)
+            if row is None:
+                continue
+            spec = base.spec
+            eps = spec.params.get("eps")
+            severity = spec.params.get("severity")
+            variant = {k: v for k, v in sorted(spec.params.items()) if k not in ("name", "severity", "norm", "eps")}
+            row.update(
+                cell=cell_text(spec),
+                dataset=spec.dataset,
+                condition=spec.condition,
+                name=spec.params.get("name"),
+                severity=None if severity is None else int(severity),
+                norm=spec.params.get("norm"),
+                eps=None if eps is None else float(eps),
+                variant=json.dumps(variant, sort_keys=True, default=str) if variant else "",
+            )
+            rows.append(row)
+    if not rows:
+        others = ", ".join(label for label in labels if label != base_label)
+        raise UserError(
+            f"Models {others} share no cell (same dataset, condition and parameters, common sample ids) with "
+            f"baseline {base_label}; evaluate them on the same cells to compare them."
+        )
+    frame = pd.DataFrame(rows).reindex(columns=list(COMPARISON_COLUMNS))
+    frame["severity"] = frame["severity"].astype("Int64")
+    frame["eps"] = frame["eps"].astype(float)
+    frame["n"] = frame["n"].astype("int64")
+    return frame
+
+
+def compare(
+    sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path],
+    baseline: str | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Compare the models of one or several results directories against ``baseline`` on every shared cell.
+
+    Returns the comparison frame (:data:`COMPARISON_COLUMNS`): values and differences in percent / points, the
+    ``level`` percentile bootstrap interval of the difference (``resamples`` resamples, generator ``seed``) and
+    McNemar's exact p-value (NaN for AUPR rows). ``baseline`` is a model label or a unique prefix of one; by
+    default the first model found.
+    """
+    return compare_cells(load_cells(open_stores(sources)), baseline, resamples, seed, level)
+
+
+def comparison_display(frame: pd.DataFrame, digits: int = 2, level: float = 0.95) -> pd.DataFrame:
+    """Return the human-readable comparison: cell, metric, model, n, both values, difference, interval, p."""
+    import pandas as pd
+
+    baseline = str(frame["baseline"].iloc[0]) if len(frame) else "baseline"
+
+    def signed(value: float) -> str:
+        return "-" if pd.isna(value) else f"{value:+.{digits}f}"
+
+    return pd.DataFrame(
+        {
+            "cell": frame["cell"],
+            "metric": frame["metric"],
+            "model": frame["model"],
+            "n": frame["n"],
+            f"{baseline} (baseline)": frame["baseline_value"],
+            "model value": frame["model_value"],
+            "diff (points)": [signed(v) for v in frame["diff"]],
+            f"{level * 100:g}% CI": [
+                f"[{signed(lo)}, {signed(hi)}]" for lo, hi in zip(frame["ci_low"], frame["ci_high"], strict=True)
+            ],
+            "McNemar p": ["-" if pd.isna(p) else f"{p:.3g}" for p in frame["p_value"]],
+        }
+    )

@@ -1,0 +1,406 @@
+"""The Markdown report of results directories, and leaderboard-style (RobustBench) JSON entries.
+
+The report has the sections Provenance (per model: versions, device, seed, checkpoint SHA-256, dataset
+fingerprints, command line of every run), Paper table, Corruptions, Attacks, Comparisons (against a baseline, with
+paired bootstrap intervals and McNemar tests) and Plots (PNG files written into ``<report stem>_plots/`` next to
+the report and linked relatively).
+
+:func:`robustbench_entries` returns one JSON object per model. Fields shared with RobustBench's ``model_info``
+files keep RobustBench's names and string formatting (two decimals, eps as ``"4/255"``):
+
+``name`` (the model label), ``architecture`` (the registered model name), ``dataset`` (the clean dataset),
+``threat_model`` (the norm of the AutoAttack cells, else ``"corruptions"`` when there are corruption cells, else
+null), ``eps`` (the largest AutoAttack budget of that norm, e.g. ``"4/255"``; null otherwise), ``clean_acc``,
+``autoattack_acc`` (robust top-1 % under AutoAttack at ``eps``), ``corruptions_acc`` (mean top-1 % over the
+standard ImageNet-C cells evaluated), ``additional_data`` (always false: this package evaluates, it does not
+know the training data; correct it by hand), ``number_forward_passes`` (1), and ``link``, ``authors``,
+``venue``, ``reported`` left empty to be filled by hand.
+
+Fields added here: ``corruptions_mce`` (mCE in % of AlexNet's, string; null when not computable) with
+``corruptions_mce_partial`` (true when the 15 x 5 grid was incomplete), ``robust_acc`` (a list with one object
+per attack cell: ``attack``, ``threat_model``, ``eps`` (float, pixel units), ``eps_text``, ``variant`` (other
+attack parameters), ``acc`` (robust top-1 %, float) and ``n``), ``n_examples`` (clean samples behind
+``clean_acc``), ``checkpoint_sha256``, ``model_options`` and ``robustbench_rpc_version`` (the version that
+produced the results, from the provenance).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from robustbench_rpc.errors import UserError
+from robustbench_rpc.results.store import ResultsStore, atomic_write_bytes, model_identity
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+Sources = ResultsStore | str | Path | Iterable[ResultsStore | str | Path]
+REPORT_FORMATS = ("md", "robustbench")
+
+
+# ------------------------------------------------------------------------------------------------ provenance
+def _fingerprint_text(fingerprint: dict[str, Any]) -> str:
+    parts = []
+    if "file_count" in fingerprint:
+        parts.append(f"{fingerprint['file_count']} files")
+    if "total_bytes" in fingerprint:
+        parts.append(f"{int(fingerprint['total_bytes']):,} bytes")
+    if fingerprint.get("listing_sha256"):
+        parts.append(f"listing SHA-256 `{fingerprint['listing_sha256']}`")
+    if fingerprint.get("root"):
+        parts.append(f"root `{fingerprint['root']}`")
+    extra = {k: v for k, v in fingerprint.items() if k not in ("file_count", "total_bytes", "listing_sha256", "root")}
+    if extra:
+        parts.append(json.dumps(extra, sort_keys=True, default=str))
+    return ", ".join(parts) or "-"
+
+
+def dataset_fingerprints(provenance: dict[str, Any], datasets: list[str]) -> dict[str, dict[str, Any]]:
+    """Return the dataset fingerprints of a run's provenance, keyed by dataset name."""
+    value = provenance.get("dataset")
+    if not isinstance(value, dict) or not value:
+        return {}
+    if all(isinstance(v, dict) for v in value.values()):
+        return {str(k): v for k, v in value.items()}
+    return {" / ".join(datasets) or "dataset": value}
+
+
+def model_provenance(stores: list[ResultsStore]) -> dict[str, dict[str, Any]]:
+    """Return, per model label, its identity, results directories and the provenance of each of its runs.
+
+    A run's provenance is its ``runs/<run id>.json`` merged with the provenance stored in its cell files (the
+    cell's own values win); runs are listed oldest first with the datasets and the number of cells they wrote.
+    """
+    from robustbench_rpc.results.tidy import model_labels
+
+    cells = []
+    for store in stores:
+        run_files = {run.get("run_id"): run for run in store.runs()}
+        for cell in store.cell_files():
+            cells.append((store, cell, run_files))
+    labels = model_labels([model_identity(cell.spec) for _, cell, _ in cells])
+    models: dict[str, dict[str, Any]] = {}
+    for (store, cell, run_files), label in zip(cells, labels, strict=True):
+        entry = models.setdefault(
+            label, {**model_identity(cell.spec), "results_dirs": [], "runs": {}}
+        )
+        if str(store.root) not in entry["results_dirs"]:
+            entry["results_dirs"].append(str(store.root))
+        run_id = cell.meta.get("run_id")
+        provenance = {**run_files.get(run_id, {}), **(cell.meta.get("provenance") or {})}
+        key = run_id or json.dumps(provenance, sort_keys=True, default=str)
+        run = entry["runs"].setdefault(key, {"run_id": run_id, "provenance": provenance, "datasets": [], "cells": 0})
+        run["cells"] += 1
+        if cell.spec.dataset not in run["datasets"]:
+            run["datasets"].append(cell.spec.dataset)
+    for entry in models.values():
+        entry["runs"] = sorted(entry["runs"].values(), key=lambda r: str(r["provenance"].get("time") or ""))
+    return models
+
+
+def _versions(provenance: dict[str, Any]) -> dict[str, Any]:
+    versions = provenance.get("versions")
+    return versions if isinstance(versions, dict) else {}
+
+
+def _command_text(provenance: dict[str, Any]) -> str:
+    command = provenance.get("command_line")
+    if isinstance(command, list):
+        return shlex.join(str(c) for c in command)
+    return str(command) if command else "-"
+
+
+def provenance_markdown(models: dict[str, dict[str, Any]]) -> str:
+    """Return the Provenance section body: per model its identity, runs table and dataset fingerprints."""
+    import pandas as pd
+
+    from robustbench_rpc.results.exports import to_markdown
+
+    lines: list[str] = []
+    for label, entry in models.items():
+        lines += [f"### {label}", ""]
+        lines.append(f"- model: `{entry['model']}`")
+        lines.append(f"- checkpoint SHA-256: `{entry.get('checkpoint_sha256') or 'none (no checkpoint)'}`")
+        options = entry.get("model_options") or {}
+        lines.append(f"- model options: `{json.dumps(options, sort_keys=True, default=str)}`")
+        lines.append("- results directories: " + ", ".join(f"`{d}`" for d in entry["results_dirs"]))
+        rows = []
+        fingerprints: dict[str, str] = {}
+        for run in entry["runs"]:
+            prov = run["provenance"]
+            versions = _versions(prov)
+            rows.append(
+                {
+                    "run": run["run_id"] or "-",
+                    "time": prov.get("time") or "-",
+                    "robustbench-rpc": versions.get("robustbench-rpc") or "-",
+                    "torch": versions.get("torch") or "-",
+                    "timm": versions.get("timm") or "-",
+                    "device": prov.get("device") or "-",
+                    "seed": "-" if prov.get("seed") is None else str(prov.get("seed")),
+                    "cells": str(run["cells"]),
+                    "command line": "`" + _command_text(prov).replace("`", "'") + "`",
+                }
+            )
+            for name, fingerprint in dataset_fingerprints(prov, run["datasets"]).items():
+                fingerprints.setdefault(name, _fingerprint_text(fingerprint))
+        lines += ["", to_markdown(pd.DataFrame(rows)).rstrip()]
+        if fingerprints:
+            lines += ["", "Dataset fingerprints:", ""]
+            lines += [f"- {name}: {text}" for name, text in fingerprints.items()]
+        else:
+            lines += ["", "Dataset fingerprints: none recorded."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ the report
+def _view_markdown(frame: pd.DataFrame, view: str, missing: str) -> str:
+    from robustbench_rpc.results.exports import to_markdown
+    from robustbench_rpc.results.views import build_view
+
+    try:
+        return to_markdown(build_view(frame, view)).rstrip()
+    except UserError:
+        return missing
+
+
+def comparison_markdown(
+    stores: list[ResultsStore], baseline: str | None, resamples: int, seed: int, level: float = 0.95
+) -> str:
+    """Return the Comparisons section body (a table against the baseline, or the reason there is none)."""
+    from robustbench_rpc.results.compare import compare_cells, comparison_display, load_cells, resolve_baseline
+    from robustbench_rpc.results.exports import to_markdown
+
+    cells = load_cells(stores)
+    labels = list(dict.fromkeys(cell.label for cell in cells))
+    base = resolve_baseline(labels, baseline)  # a wrong --baseline is an error, not a report sentence
+    if len(labels) < 2:
+        return f"Only one model ({base}) is in the results; there is nothing to compare."
+    try:
+        frame = compare_cells(cells, base, resamples, seed, level)
+    except UserError as exc:
+        return str(exc)
+    intro = (
+        f"Baseline: **{base}**. Each row compares a model with the baseline on the samples both were evaluated "
+        f"on (`n`); values are top-1 accuracy in % (robust top-1 for attacks, AUPR for out-of-distribution "
+        f"cells), `diff` is model minus baseline in points, the interval is a paired percentile bootstrap "
+        f"({level * 100:g}%, {resamples} resamples, seed {seed}), and p is McNemar's exact test on the pairs "
+        f"where exactly one of the two models is right."
+    )
+    return intro + "\n\n" + to_markdown(comparison_display(frame, level=level)).rstrip()
+
+
+def render_report(
+    stores: list[ResultsStore],
+    frame: pd.DataFrame,
+    plot_links: list[tuple[str, str]],
+    comparisons: str,
+    title: str = "Robustness report",
+) -> str:
+    """Return the Markdown text of the report from its parts (tidy table, plot links, comparison text)."""
+    from robustbench_rpc import __version__
+
+    models = model_provenance(stores)
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    parts = [
+        f"# {title}",
+        "",
+        f"Generated by robustbench-rpc {__version__} on {stamp} from "
+        + ", ".join(f"`{s.root}`" for s in stores)
+        + ". Accuracies are in %, differences in points, budgets ε in pixel units of [0, 1] "
+        "(`eps_255` = ε × 255).",
+        "",
+        "Models: " + ", ".join(f"**{label}**" for label in models) + ".",
+        "",
+        "## Provenance",
+        "",
+        provenance_markdown(models),
+        "## Paper table",
+        "",
+        _view_markdown(frame, "paper", "No cells for the paper table."),
+        "",
+        "## Corruptions",
+        "",
+        "Top-1 accuracy per corruption, averaged over severities:",
+        "",
+        _view_markdown(frame, "corruptions", "No corruption cells in the results."),
+        "",
+        "Top-1 accuracy per severity, averaged over corruptions:",
+        "",
+        _view_markdown(frame, "severity", "No corruption cells in the results."),
+        "",
+        "## Attacks",
+        "",
+        "Robust top-1 accuracy per attack and budget:",
+        "",
+        _view_markdown(frame, "attacks", "No attack cells in the results."),
+        "",
+        "## Comparisons",
+        "",
+        comparisons,
+        "",
+        "## Plots",
+        "",
+    ]
+    if plot_links:
+        for caption, link in plot_links:
+            parts += [f"![{caption}]({link})", ""]
+    else:
+        parts += ["No attack or corruption cells to plot.", ""]
+    return "\n".join(parts)
+
+
+def write_report(
+    sources: Sources,
+    out: Path,
+    baseline: str | None = None,
+    resamples: int = 2000,
+    seed: int = 0,
+    plots: bool = True,
+) -> Path:
+    """Write the Markdown report to ``out`` (atomically) and its plots into ``<out stem>_plots/``; return ``out``."""
+    from robustbench_rpc.results.compare import open_stores
+    from robustbench_rpc.results.exports import check_output_path
+    from robustbench_rpc.results.tidy import tidy
+
+    out = Path(out)
+    check_output_path(out)
+    stores = open_stores(sources)
+    frame = tidy(stores)
+    comparisons = comparison_markdown(stores, baseline, resamples, seed)
+    links: list[tuple[str, str]] = []
+    if plots:
+        from robustbench_rpc.results.plots import make_figures, prepare_directory, save_figure
+
+        try:
+            figures = make_figures(frame)
+        except UserError:
+            figures = {}
+        if figures:
+            plot_dir = prepare_directory(out.parent / f"{out.stem}_plots")
+            for stem, figure in figures.items():
+                save_figure(figure, plot_dir / f"{stem}.svg", "svg")
+                save_figure(figure, plot_dir / f"{stem}.png", "png")
+                caption = figure.axes[0].get_title() if figure.axes else stem
+                links.append((caption, f"{plot_dir.name}/{stem}.png"))
+    text = render_report(stores, frame, links, comparisons)
+    try:
+        atomic_write_bytes(out, text.encode())
+    except OSError as exc:
+        raise UserError(f"Cannot write {out}: {exc.strerror or exc}.") from exc
+    return out
+
+
+# -------------------------------------------------------------------------------------------- leaderboard
+def _acc_text(value: Any) -> str | None:
+    import math
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return f"{float(value):.2f}"
+
+
+def _first(rows: pd.DataFrame) -> tuple[float, int] | None:
+    if rows.empty:
+        return None
+    return float(rows["value"].iloc[0]), int(rows["n"].iloc[0])
+
+
+def robustbench_entries(frame: pd.DataFrame, provenance: dict[str, dict[str, Any]] | None = None) -> list[dict]:
+    """Return one leaderboard-style entry per model of a tidy table (fields in the module docstring)."""
+    from robustbench_rpc import __version__
+    from robustbench_rpc.results.compare import eps_text
+    from robustbench_rpc.results.tidy import SUMMARY_CONDITION, dataset_family
+
+    provenance = provenance or {}
+    entries = []
+    for label in dict.fromkeys(frame["model_label"]):
+        rows = frame[frame["model_label"] == label]
+        first = rows.iloc[0]
+        clean_rows = rows[
+            (rows["condition"] == "clean")
+            & (rows["metric"] == "top1")
+            & (rows["dataset"].map(dataset_family) == "clean")
+        ]
+        clean = _first(clean_rows)
+        attacks = rows[(rows["condition"] == "attack") & (rows["metric"] == "robust_top1")]
+        robust = [
+            {
+                "attack": str(r["name"]),
+                "threat_model": None if r["norm"] is None or r["norm"] != r["norm"] else str(r["norm"]),
+                "eps": None if r["eps"] != r["eps"] else float(r["eps"]),
+                "eps_text": eps_text(r["eps"], r["norm"]),
+                "variant": json.loads(r["variant"]) if r["variant"] else {},
+                "acc": round(float(r["value"]), 4),
+                "n": int(r["n"]),
+            }
+            for _, r in attacks.sort_values(["name", "norm", "eps"], kind="stable").iterrows()
+        ]
+        autoattack = attacks[attacks["name"] == "autoattack"]
+        threat_model = eps = autoattack_acc = None
+        if not autoattack.empty:
+            norms = list(dict.fromkeys(autoattack["norm"].astype(str)))
+            threat_model = next((n for n in norms if n.lower() == "linf"), norms[0])
+            chosen = autoattack[autoattack["norm"].astype(str) == threat_model]
+            chosen = chosen[chosen["eps"] == chosen["eps"].max()]
+            eps = eps_text(float(chosen["eps"].iloc[0]), threat_model)
+            autoattack_acc = _acc_text(float(chosen["value"].mean()))
+        summary = rows[rows["condition"] == SUMMARY_CONDITION]
+        corruption_acc = _first(summary[summary["metric"] == "mean_top1"])
+        mce = _first(summary[summary["metric"] == "mce"])
+        mce_partial = _first(summary[summary["metric"] == "mce_partial"])
+        if threat_model is None and not rows[rows["condition"] == "corruption"].empty:
+            threat_model = "corruptions"
+        versions = [
+            _versions(run["provenance"]).get("robustbench-rpc") for run in provenance.get(label, {}).get("runs", [])
+        ]
+        entries.append(
+            {
+                "name": label,
+                "architecture": str(first["model"]),
+                "dataset": None if clean_rows.empty else str(clean_rows["dataset"].iloc[0]),
+                "threat_model": threat_model,
+                "eps": eps,
+                "clean_acc": _acc_text(clean[0]) if clean else None,
+                "autoattack_acc": autoattack_acc,
+                "corruptions_acc": _acc_text(corruption_acc[0]) if corruption_acc else None,
+                "corruptions_mce": _acc_text((mce or mce_partial)[0]) if (mce or mce_partial) else None,
+                "corruptions_mce_partial": mce is None and mce_partial is not None,
+                "robust_acc": robust,
+                "n_examples": clean[1] if clean else None,
+                "additional_data": False,
+                "number_forward_passes": 1,
+                "link": "",
+                "authors": "",
+                "venue": "",
+                "reported": "",
+                "checkpoint_sha256": None if first["checkpoint_sha256"] != first["checkpoint_sha256"]
+                else first["checkpoint_sha256"],
+                "model_options": json.loads(first["model_options"]) if first["model_options"] else {},
+                "robustbench_rpc_version": next((v for v in versions if v), __version__),
+            }
+        )
+    return entries
+
+
+def write_robustbench(sources: Sources, out: Path) -> list[dict]:
+    """Write the leaderboard-style entries of the results as a JSON list to ``out`` (atomically); return them."""
+    from robustbench_rpc.results.compare import open_stores
+    from robustbench_rpc.results.exports import check_output_path
+    from robustbench_rpc.results.tidy import tidy
+
+    out = Path(out)
+    check_output_path(out)
+    stores = open_stores(sources)
+    entries = robustbench_entries(tidy(stores), model_provenance(stores))
+    try:
+        atomic_write_bytes(out, (json.dumps(entries, indent=2) + "\n").encode())
+    except OSError as exc:
+        raise UserError(f"Cannot write {out}: {exc.strerror or exc}.") from exc
+    return entries

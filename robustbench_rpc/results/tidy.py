@@ -1,0 +1,320 @@
+"""Records -> the tidy table: one row per (cell, metric) with the cell's coordinates as columns.
+
+Accuracies and rates are in percent (as the paper reports them); perturbation norms are in pixel units of [0, 1].
+Which metrics a cell gets follows from the columns its records have: every cell with labelled samples gets
+top-1 / top-5 / error and calibration (ECE, RMS calibration error, AURRA, from ``prob_max``), cells with
+``is_ood``/``ood_score`` get AUPR / AUROC / FPR@95%TPR, attack cells get robust accuracy, clean accuracy, attack
+success rate and perturbation norms. Corruption cells also feed per-model summary rows (condition
+``imagenet-c-summary``: mean accuracy and error, mCE and relative mCE in % of AlexNet's; see
+:func:`_summary_metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from robustbench_rpc.errors import UserError
+from robustbench_rpc.results.schema import CellSpec
+from robustbench_rpc.results.store import ResultsStore, model_identity
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+#: Columns of the tidy table, in order.
+TIDY_COLUMNS = (
+    "model",
+    "model_label",
+    "checkpoint_sha256",
+    "model_options",
+    "dataset",
+    "condition",
+    "name",
+    "severity",
+    "norm",
+    "eps",
+    "variant",
+    "metric",
+    "value",
+    "n",
+    "cell_key",
+    "results_dir",
+)
+#: Condition of the per-model ImageNet-C summary rows.
+SUMMARY_CONDITION = "imagenet-c-summary"
+#: Record columns the metrics read (others, e.g. ``top5``, are not loaded).
+METRIC_COLUMNS = [
+    "label",
+    "prob_max",
+    "correct1",
+    "correct5",
+    "is_ood",
+    "ood_score",
+    "clean_correct",
+    "success",
+    "norm_linf",
+    "norm_l2",
+    "norm_l1",
+    "queries",
+]
+#: Params that are coordinates of their own; every other param goes into ``variant``.
+COORDINATE_PARAMS = ("name", "severity", "norm", "eps")
+#: Datasets with a column of their own in the paper view (after :func:`dataset_family` normalisation).
+SHIFT_DATASETS = ("imagenet-c", "imagenet-r", "imagenet-a", "imagenet-o")
+
+
+def dataset_family(name: str) -> str:
+    """Return ``imagenet-c``/``-r``/``-a``/``-o`` for those datasets (any spelling), else ``clean``."""
+    canonical = str(name).lower().replace("_", "-").replace(" ", "-")
+    return canonical if canonical in SHIFT_DATASETS else "clean"
+
+
+def _percent(values: Any) -> float:
+    return float(values.mean()) * 100.0 if len(values) else float("nan")
+
+
+def cell_metrics(spec: CellSpec, records: pd.DataFrame) -> list[tuple[str, float, int]]:
+    """Return ``(metric, value, n)`` for one cell's records; ``n`` is the number of samples behind the value."""
+    rows: list[tuple[str, float, int]] = []
+    labelled = records
+    if "label" in records:
+        labelled = records[records["label"] >= 0]
+    if spec.condition == "attack":
+        rows.extend(_attack_metrics(records))
+    elif "correct1" in records and len(labelled):
+        n = len(labelled)
+        top1 = _percent(labelled["correct1"].astype(bool))
+        rows.append(("top1", top1, n))
+        if "correct5" in records:
+            rows.append(("top5", _percent(labelled["correct5"].astype(bool)), n))
+        rows.append(("error", 100.0 - top1, n))
+        if "prob_max" in records:
+            rows.extend(_calibration_metrics(labelled))
+    if "is_ood" in records and "ood_score" in records:
+        rows.extend(_ood_metrics(records))
+    return rows
+
+
+def _attack_metrics(records: pd.DataFrame) -> list[tuple[str, float, int]]:
+    n = len(records)
+    rows = [("robust_top1", _percent(records["correct1"].astype(bool)), n)]
+    if "correct5" in records:
+        rows.append(("robust_top5", _percent(records["correct5"].astype(bool)), n))
+    if "clean_correct" in records:
+        clean = records["clean_correct"].astype(bool)
+        rows.append(("clean_top1", _percent(clean), n))
+        if "success" in records:
+            # success rate among the samples the model got right before the attack
+            rows.append(("success_rate", _percent(records.loc[clean, "success"].astype(bool)), int(clean.sum())))
+    for norm in ("linf", "l2", "l1"):
+        column = f"norm_{norm}"
+        if column in records and n:
+            rows.append((f"{norm}_mean", float(records[column].mean()), n))
+            rows.append((f"{norm}_max", float(records[column].max()), n))
+    if "queries" in records:
+        counted = records.loc[records["queries"] >= 0, "queries"]
+        if len(counted):
+            rows.append(("queries_mean", float(counted.mean()), len(counted)))
+    return rows
+
+
+def _calibration_metrics(labelled: pd.DataFrame) -> list[tuple[str, float, int]]:
+    from robustbench_rpc.metrics import calibration
+
+    values = calibration.calibration_metrics(labelled)
+    return [(name, 100.0 * values[name], len(labelled)) for name in ("ece", "rms_calibration_error", "aurra")]
+
+
+def _ood_metrics(records: pd.DataFrame) -> list[tuple[str, float, int]]:
+    from robustbench_rpc.metrics import ood
+
+    positive = records["is_ood"].astype(bool).to_numpy()
+    score = records["ood_score"].astype(float).to_numpy()
+    n = len(records)
+    if positive.all() or not positive.any():
+        return []  # detection needs both in- and out-of-distribution samples
+    return [
+        ("aupr", 100.0 * ood.aupr(positive, score), n),
+        ("auroc", 100.0 * ood.auroc(positive, score), n),
+        ("fpr95", 100.0 * ood.fpr_at_tpr(positive, score, 0.95), n),
+    ]
+
+
+def _coordinates(spec: CellSpec) -> dict[str, Any]:
+    params = spec.params
+    severity = params.get("severity")
+    eps = params.get("eps")
+    variant = {k: v for k, v in sorted(params.items()) if k not in COORDINATE_PARAMS}
+    return {
+        "model": spec.model,
+        "checkpoint_sha256": spec.checkpoint_sha256,
+        "model_options": json.dumps(spec.model_options, sort_keys=True, default=str),
+        "dataset": spec.dataset,
+        "condition": spec.condition,
+        "name": params.get("name"),
+        "severity": None if severity is None else int(severity),
+        "norm": params.get("norm"),
+        "eps": None if eps is None else float(eps),
+        "variant": json.dumps(variant, sort_keys=True, default=str) if variant else "",
+        "cell_key": spec.key(),
+    }
+
+
+def _open(source: ResultsStore | str | Path) -> ResultsStore:
+    return source if isinstance(source, ResultsStore) else ResultsStore(Path(source), create=False)
+
+
+def tidy(sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path]) -> pd.DataFrame:
+    """Return the tidy table of one or several results directories (one row per cell and metric)."""
+    import pandas as pd
+
+    if isinstance(sources, (ResultsStore, str, Path)):
+        sources = [sources]
+    stores = [_open(s) for s in sources]
+    if not stores:
+        raise UserError("No results directory was given; expected at least one.")
+    rows: list[dict[str, Any]] = []
+    seen: dict[str, Path] = {}
+    for store in stores:
+        cells = store.cell_files()
+        if not cells:
+            raise UserError(f"Results directory {store.root} has no finished cells yet.")
+        for cell in cells:
+            key = cell.spec.key()
+            if key in seen:
+                raise UserError(
+                    f"Cell {cell.spec.slug()} is in both {seen[key]} and {cell.path}; "
+                    f"pass only one of the two results directories."
+                )
+            seen[key] = cell.path
+            records = store.read_records(cell, METRIC_COLUMNS)
+            coords = _coordinates(cell.spec)
+            coords["results_dir"] = str(store.root)
+            identity = model_identity(cell.spec)
+            for metric, value, n in cell_metrics(cell.spec, records):
+                rows.append({**coords, "metric": metric, "value": value, "n": n, "_identity": identity})
+    frame = pd.DataFrame(rows)
+    frame["model_label"] = model_labels(frame.pop("_identity").tolist())
+    frame = pd.concat([frame, corruption_summary(frame)], ignore_index=True)
+    return _typed(frame.reindex(columns=list(TIDY_COLUMNS)))
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    frame["severity"] = frame["severity"].astype("Int64")
+    frame["eps"] = frame["eps"].astype(float)
+    frame["value"] = frame["value"].astype(float)
+    frame["n"] = frame["n"].astype("int64")
+    return frame
+
+
+def model_labels(identities: list[dict[str, Any]]) -> list[str]:
+    """Return a short display label per identity: the model name, plus what tells same-named models apart."""
+    unique: dict[str, dict[str, Any]] = {}
+    for identity in identities:
+        unique.setdefault(json.dumps(identity, sort_keys=True, default=str), identity)
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for identity in unique.values():
+        by_name.setdefault(identity["model"], []).append(identity)
+    labels: dict[str, str] = {}
+    for name, group in by_name.items():
+        option_keys = sorted({k for ident in group for k in ident["model_options"]})
+        differing = [
+            k
+            for k in option_keys
+            if len({json.dumps(ident["model_options"].get(k), default=str) for ident in group}) > 1
+        ]
+        for ident in group:
+            label = name
+            if differing:
+                label += "[" + ",".join(f"{k}={ident['model_options'].get(k)}" for k in differing) + "]"
+            labels[json.dumps(ident, sort_keys=True, default=str)] = label
+        counts: dict[str, int] = {}
+        for ident in group:
+            lab = labels[json.dumps(ident, sort_keys=True, default=str)]
+            counts[lab] = counts.get(lab, 0) + 1
+        for ident in group:
+            key = json.dumps(ident, sort_keys=True, default=str)
+            if counts[labels[key]] > 1:
+                sha = ident.get("checkpoint_sha256")
+                labels[key] += "@" + (sha[:8] if sha else "no-checkpoint")
+    return [labels[json.dumps(ident, sort_keys=True, default=str)] for ident in identities]
+
+
+def corruption_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return per-model ImageNet-C summary rows (mean accuracy, mean error, mCE, relative mCE) of a tidy frame."""
+    import pandas as pd
+
+    if frame.empty or "condition" not in frame:
+        return pd.DataFrame(columns=frame.columns)
+    errors = frame[(frame["condition"] == "corruption") & (frame["metric"] == "error")]
+    if errors.empty:
+        return pd.DataFrame(columns=frame.columns)
+    out: list[dict[str, Any]] = []
+    group_keys = ["model_label", "dataset", "variant"]
+    for (label, dataset, variant), group in errors.groupby(group_keys, sort=False, dropna=False):
+        first = group.iloc[0]
+        base = {
+            "model": first["model"],
+            "model_label": label,
+            "checkpoint_sha256": first["checkpoint_sha256"],
+            "model_options": first["model_options"],
+            "dataset": dataset,
+            "condition": SUMMARY_CONDITION,
+            "name": None,
+            "severity": None,
+            "norm": None,
+            "eps": None,
+            "variant": variant,
+            "cell_key": "",
+            "results_dir": first["results_dir"],
+        }
+        out.extend({**base, **row} for row in _summary_metrics(group, _clean_error(frame, label)))
+    return pd.DataFrame(out, columns=frame.columns)
+
+
+def _summary_metrics(errors: pd.DataFrame, clean_error: float | None) -> list[dict[str, Any]]:
+    """Return summary metric rows of one model's corruption ``error`` rows (values in %).
+
+    ``mean_top1``/``mean_error`` average the cells of the 15 standard corruptions (as published numbers do),
+    ``mean_top1_all`` every corruption cell. ``mce``/``relative_mce`` need the full standard grid (15 corruptions x
+    severities 1-5); on a partial grid they are reported as ``mce_partial``/``relative_mce_partial`` over the
+    standard cells that were evaluated.
+    """
+    from robustbench_rpc.metrics import corruption
+
+    rows = [{"metric": "mean_top1_all", "value": 100.0 - float(errors["value"].mean()), "n": len(errors)}]
+    standard = errors[errors["name"].isin(corruption.STANDARD_CORRUPTIONS)]
+    if standard.empty:
+        return rows
+    n = len(standard)
+    mean_error = float(standard["value"].mean())
+    rows.append({"metric": "mean_top1", "value": 100.0 - mean_error, "n": n})
+    rows.append({"metric": "mean_error", "value": mean_error, "n": n})
+    table = {
+        (str(name), int(sev)): float(err) / 100.0
+        for name, sev, err in zip(standard["name"], standard["severity"], standard["value"], strict=True)
+    }
+    grid = {(c, s) for c in corruption.STANDARD_CORRUPTIONS for s in range(1, 6)}
+    partial = not grid.issubset(table)
+    suffix = "_partial" if partial else ""
+    value = corruption.mce(table, allow_partial=partial)
+    rows.append({"metric": "mce" + suffix, "value": 100.0 * value, "n": n})
+    if clean_error is not None:
+        value = corruption.relative_mce(table, clean_error / 100.0, allow_partial=partial)
+        rows.append({"metric": "relative_mce" + suffix, "value": 100.0 * value, "n": n})
+    return rows
+
+
+def _clean_error(frame: pd.DataFrame, label: str) -> float | None:
+    """Return the model's clean top-1 error (%) on its clean in-distribution dataset, when exactly one exists."""
+    clean = frame[
+        (frame["model_label"] == label)
+        & (frame["condition"] == "clean")
+        & (frame["metric"] == "error")
+        & (frame["dataset"].map(dataset_family) == "clean")
+    ]
+    if clean["dataset"].nunique() != 1 or clean["variant"].nunique() != 1:
+        return None
+    return float(clean["value"].mean())

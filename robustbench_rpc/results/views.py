@@ -1,0 +1,198 @@
+"""Wide views of the tidy table: the paper's main table, corruptions, severities and attacks.
+
+Every view is a pure function of the tidy table and returns a flat :class:`pandas.DataFrame` (no index) whose
+model columns follow the order in which the models appear in the tidy table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from robustbench_rpc.errors import UserError, did_you_mean
+from robustbench_rpc.results.tidy import SUMMARY_CONDITION, dataset_family
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+#: ImageNet-C corruption order (the 15 benchmark corruptions, then the 4 extra ones).
+CORRUPTION_ORDER = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+    "speckle_noise",
+    "gaussian_blur",
+    "spatter",
+    "saturate",
+)
+
+
+def _model_order(frame: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(frame["model_label"]))
+
+
+def _nonempty(frame: pd.DataFrame, view: str) -> None:
+    if frame.empty:
+        raise UserError(f"The results have no cells for the {view} view.")
+
+
+def variant_text(variant: str) -> str:
+    """Return the tidy ``variant`` JSON (extra cell params) as ``key=value`` pairs, e.g. ``source=generated``."""
+    if not variant:
+        return ""
+    return ",".join(f"{k}={v}" for k, v in json.loads(variant).items())
+
+
+def _qualifier_text(rows: pd.DataFrame) -> pd.Series:
+    """Return per-row text telling apart datasets/variants that would otherwise share a row or column."""
+    import pandas as pd
+
+    use_dataset = rows["dataset"].nunique() > 1
+    use_variant = rows["variant"].nunique() > 1
+    texts = []
+    for dataset, variant in zip(rows["dataset"], rows["variant"], strict=True):
+        parts = [str(dataset)] if use_dataset else []
+        if use_variant and variant:
+            parts.append(variant_text(variant))
+        texts.append(" ".join(parts))
+    return pd.Series(texts, index=rows.index, dtype=object)
+
+
+def _qualifier(rows: pd.DataFrame) -> pd.Series:
+    """Return `` [qualifier]`` suffixes (empty where nothing needs telling apart)."""
+    text = _qualifier_text(rows)
+    return text.map(lambda t: f" [{t}]" if t else "")
+
+
+#: Paper view columns: (column label, row filter on the tidy table, metric).
+PaperFilter = Callable[["pd.DataFrame"], "pd.Series"]
+PAPER_COLUMNS: tuple[tuple[str, PaperFilter, str], ...] = (
+    ("clean top-1", lambda f: (f["condition"] == "clean") & (f["family"] == "clean"), "top1"),
+    ("clean top-5", lambda f: (f["condition"] == "clean") & (f["family"] == "clean"), "top5"),
+    ("ImageNet-C mCE", lambda f: f["condition"] == SUMMARY_CONDITION, "mce"),
+    ("ImageNet-C mCE (partial)", lambda f: f["condition"] == SUMMARY_CONDITION, "mce_partial"),
+    ("ImageNet-C acc", lambda f: f["condition"] == SUMMARY_CONDITION, "mean_top1"),
+    ("ImageNet-R top-1", lambda f: f["family"] == "imagenet-r", "top1"),
+    ("ImageNet-A top-1", lambda f: f["family"] == "imagenet-a", "top1"),
+    ("ImageNet-O AUPR", lambda f: f["family"] == "imagenet-o", "aupr"),
+)
+
+
+def paper_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: clean top-1/5, ImageNet-C mCE and mean accuracy, ImageNet-R/A top-1, ImageNet-O AUPR.
+
+    Columns without any value are left out; a column whose rows come from several datasets or variants is split
+    into one column per dataset/variant (suffix ``[...]``).
+    """
+    import pandas as pd
+
+    _nonempty(frame, "paper")
+    frame = frame.assign(family=frame["dataset"].map(dataset_family))
+    models = _model_order(frame)
+    out = pd.DataFrame({"model": models})
+    for label, select, metric in PAPER_COLUMNS:
+        rows = frame[select(frame) & (frame["metric"] == metric)]
+        if rows.empty:
+            continue
+        rows = rows.assign(column=label + _qualifier(rows))
+        wide = rows.pivot_table(index="model_label", columns="column", values="value", aggfunc="mean")
+        for column in dict.fromkeys(rows["column"]):
+            out[column] = out["model"].map(wide[column])
+    return out
+
+
+def _pivot_models(rows: pd.DataFrame, index: list[str], models: list[str]) -> pd.DataFrame:
+    wide = rows.groupby([*index, "model_label"], sort=False, dropna=False)["value"].mean().unstack("model_label")
+    wide = wide.reindex(columns=[m for m in models if m in wide.columns])
+    wide.columns.name = None
+    return wide.reset_index()
+
+
+def corruptions_view(frame: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
+    """Corruption x model: ``metric`` (default top-1 %) averaged over severities, plus a ``mean`` row."""
+    import pandas as pd
+
+    rows = frame[(frame["condition"] == "corruption") & (frame["metric"] == metric)]
+    _nonempty(rows, "corruptions")
+    models = _model_order(rows)
+    rows = rows.assign(corruption=rows["name"].astype(str) + _qualifier(rows))
+    order = {name: i for i, name in enumerate(CORRUPTION_ORDER)}
+    per_corruption = rows.groupby(["corruption", "name", "model_label"], sort=False)["value"].mean().reset_index()
+    wide = _pivot_models(per_corruption, ["corruption", "name"], models)
+    wide["_order"] = wide["name"].map(lambda n: order.get(n, len(order)))
+    wide = wide.sort_values(["_order", "corruption"], kind="stable").drop(columns=["_order", "name"])
+    mean = {"corruption": "mean", **{m: wide[m].mean() for m in models if m in wide}}
+    return pd.concat([wide, pd.DataFrame([mean])], ignore_index=True)
+
+
+def severity_view(frame: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
+    """Severity x model: ``metric`` (default top-1 %) averaged over the corruptions present."""
+    rows = frame[(frame["condition"] == "corruption") & (frame["metric"] == metric)]
+    _nonempty(rows, "severity")
+    models = _model_order(rows)
+    qualifier = _qualifier(rows)
+    index = ["severity"]
+    if (qualifier != "").any():
+        rows = rows.assign(source=_qualifier_text(rows))
+        index = ["source", "severity"]
+    wide = _pivot_models(rows, index, models)
+    return wide.sort_values(index, kind="stable").reset_index(drop=True)
+
+
+def attacks_view(frame: pd.DataFrame, metric: str = "robust_top1") -> pd.DataFrame:
+    """Attack x norm x eps rows, one column per model: ``metric`` (default robust top-1 %)."""
+    rows = frame[(frame["condition"] == "attack") & (frame["metric"] == metric)]
+    _nonempty(rows, "attacks")
+    models = _model_order(rows)
+    rows = rows.assign(
+        attack=rows["name"].astype(str),
+        norm=rows["norm"].fillna("").astype(str),
+        eps=rows["eps"].fillna(0.0),
+        eps_255=(rows["eps"].fillna(0.0) * 255).round(4),
+    )
+    index = ["attack", "norm", "eps", "eps_255"]
+    if rows["variant"].nunique() > 1 or rows["dataset"].nunique() > 1:
+        rows = rows.assign(variant=_qualifier_text(rows))
+        index.append("variant")
+    wide = _pivot_models(rows, index, models)
+    return wide.sort_values(index, kind="stable").reset_index(drop=True)
+
+
+def tidy_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """The tidy table itself (one row per cell and metric)."""
+    _nonempty(frame, "tidy")
+    return frame.reset_index(drop=True)
+
+
+VIEWS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
+    "paper": paper_view,
+    "corruptions": corruptions_view,
+    "severity": severity_view,
+    "attacks": attacks_view,
+    "tidy": tidy_view,
+}
+
+
+def check_view(view: str) -> None:
+    """Raise :class:`UserError` for an unknown view name."""
+    if view not in VIEWS:
+        raise UserError(f"Unknown view {view!r}; expected one of {', '.join(VIEWS)}{did_you_mean(view, VIEWS)}.")
+
+
+def build_view(frame: pd.DataFrame, view: str) -> pd.DataFrame:
+    """Return the named view (``paper``, ``corruptions``, ``severity``, ``attacks`` or ``tidy``) of a tidy table."""
+    check_view(view)
+    return VIEWS[view](frame)
