@@ -110,8 +110,10 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> Checkpoint:
                 "--trust-checkpoint (trust=True) only if you trust its source."
             ) from None
         raise UserError(f"{path} is not a PyTorch checkpoint (it could not be unpickled).") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ModuleNotFoundError) as exc:
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc}).") from None
+    except Exception as exc:  # torch.load signals a foreign or damaged file with many exception types
+        raise UserError(
+            f"{path} is not a PyTorch checkpoint that torch.load can read ({type(exc).__name__}: {exc})."
+        ) from None
     return unwrap_checkpoint(obj, path, digest)
 
 

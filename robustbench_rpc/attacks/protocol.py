@@ -1,0 +1,138 @@
+"""The paper's attack protocol as a preset, and the compatibility mode that reproduces how the official code attacked.
+
+Preset ``paper`` (``--protocol paper``): Linf budgets 1/255 ... 6/255, each with PGD (20 steps of 0.15 x eps, random
+start), FGSM and SPSA (10 Adam iterations; other SPSA settings at their defaults).
+
+Compatibility mode (never the default). The official code (CleverHans attacks called in its ``engine.py``) attacked
+the *normalized* input tensor, without any clamping, against the model's own clean predictions (no labels were
+passed, so CleverHans used ``argmax model(x)``). ``run_attack(..., compat=...)`` reproduces that for a
+:class:`~robustbench_rpc.models.wrapper.NormalizedModel`:
+
+* ``compat="normalized"`` (or ``True``): eps is applied as a scalar to the normalized tensor, as the official code
+  did; in pixel units that is a per-channel budget of ``eps * std_c``.
+* ``compat="pixel"``: the normalized-space budget is ``eps / std_c`` per channel, i.e. exactly ``eps`` in pixel units,
+  still without clamping and against clean predictions.
+
+In both, the attack labels are the clean predictions, the perturbed images are not clamped to [0, 1] and the
+budget is verified in the space the attack ran in. Implementation: the attack runs unchanged on the affine
+reparametrisation ``z = (u - lo) / s`` of that space ``u`` (normalized tensor or pixels), with ``[lo, lo + s]``
+wide enough (the data range plus eps plus 1 on each side) that the attacks' [0, 1] clamps never bind; eps and the
+options marked ``absolute`` are divided by ``s``. Every attack here is equivariant to such a map except CW (its
+tanh box), which refuses compat mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from robustbench_rpc.attacks.budgets import parse_eps
+from robustbench_rpc.attacks.registry import AttackSpec, build_attack_spec, threat_model_name
+from robustbench_rpc.errors import UserError, did_you_mean
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+#: The paper's budgets: 1/255 ... 6/255.
+PAPER_EPS: tuple[float, ...] = tuple(parse_eps("1/255:6/255"))
+
+
+def _paper_specs() -> list[AttackSpec]:
+    """Return the paper's (attack, eps) grid, attack-major."""
+    specs: list[AttackSpec] = []
+    for eps in PAPER_EPS:
+        specs.append(build_attack_spec("pgd", "Linf", eps, steps=20, rel_stepsize=0.15, random_start=True))
+    for eps in PAPER_EPS:
+        specs.append(build_attack_spec("fgsm", "Linf", eps))
+    for eps in PAPER_EPS:
+        specs.append(build_attack_spec("spsa", "Linf", eps, steps=10))
+    return specs
+
+
+#: Named presets: protocol name -> the list of attack specs it runs.
+PROTOCOLS: dict[str, list[AttackSpec]] = {"paper": _paper_specs()}
+
+
+def protocol_specs(name: str) -> list[AttackSpec]:
+    """Return the specs of preset ``name`` or raise a UserError listing the presets."""
+    key = str(name).strip().lower()
+    if key not in PROTOCOLS:
+        raise UserError(
+            f"Unknown protocol {name!r}{did_you_mean(key, PROTOCOLS)}; known: {', '.join(PROTOCOLS)}."
+        )
+    return list(PROTOCOLS[key])
+
+
+def compat_mode(compat: bool | str | None) -> str | None:
+    """Return None (default threat model), 'normalized' or 'pixel' for a ``compat`` argument."""
+    name = threat_model_name(compat)
+    return None if name == "pixel" else name.removeprefix("compat-")
+
+
+@dataclass
+class CompatSpace:
+    """The attack's view in compat mode: model on ``z in [0, 1]``, clean ``z``, and the map back to ``u``."""
+
+    mode: str
+    model: nn.Module  # takes z
+    inner: nn.Module  # takes u (normalized tensor or pixels)
+    u_clean: Tensor
+    z_clean: Tensor
+    lo: float
+    scale: float
+
+    def u_from_z(self, z_adv: Tensor) -> Tensor:
+        """Map adversarial ``z`` back to ``u``; unchanged coordinates map back exactly to ``u_clean``."""
+        return self.u_clean + (z_adv - self.z_clean) * self.scale
+
+    def pixels_from_u(self, u: Tensor, wrapper: nn.Module) -> Tensor:
+        """Return pixel values (not clamped) of ``u``."""
+        if self.mode == "normalized":
+            return u * wrapper.std.to(u.dtype) + wrapper.mean.to(u.dtype)
+        return u
+
+    def rescale(self, spec: AttackSpec) -> AttackSpec:
+        """Return ``spec`` with eps and its absolute options expressed in z units."""
+        definition = spec.definition
+        params = dict(spec.params)
+        for option in definition.options:
+            if option.absolute and params.get(option.name) is not None:
+                params[option.name] = float(params[option.name]) / self.scale
+        return replace(spec, eps=spec.eps / self.scale, params=params)
+
+
+def _affine_model(inner: nn.Module, lo: float, scale: float) -> nn.Module:
+    """Return a module computing ``inner(z * scale + lo)``."""
+    from torch import nn
+
+    class AffineInput(nn.Module):
+        """``inner`` evaluated on ``z * scale + lo``: the compat-mode attack space."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, z: Tensor) -> Tensor:
+            return self.inner(z * scale + lo)
+
+    return AffineInput()
+
+
+def build_compat_space(model: nn.Module, images: Tensor, spec: AttackSpec, mode: str) -> CompatSpace:
+    """Set up compat mode ``mode`` ('normalized' or 'pixel') for a NormalizedModel and a batch of pixels."""
+    if not spec.definition.supports_compat:
+        raise UserError(f"Attack {spec.name!r} does not support the compatibility mode.")
+    if not (hasattr(model, "model") and hasattr(model, "normalize") and hasattr(model, "std")):
+        raise UserError(
+            "The compatibility mode needs a NormalizedModel (a model with .model, .mean and .std) "
+            f"to attack in normalized space; got {type(model).__name__}."
+        )
+    if mode == "normalized":
+        inner, u_clean = model.model, model.normalize(images).detach()
+    else:
+        inner, u_clean = model, images.detach()
+    margin = float(spec.eps) + 1.0
+    lo = float(u_clean.min()) - margin
+    scale = float(u_clean.max()) + margin - lo
+    z_clean = ((u_clean - lo) / scale).detach()
+    return CompatSpace(mode, _affine_model(inner, lo, scale), inner, u_clean, z_clean, lo, scale)
