@@ -54,19 +54,23 @@ class ModelRequest:
             sha = info.get("checkpoint_sha256")
             options = dict(self.options)
         else:
+            builder_options = dict(self.options)
+            num_classes = builder_options.pop("num_classes", self.num_classes)
             model = load_model(
                 self.model,
                 str(self.checkpoint) if self.checkpoint else None,
                 trust_checkpoint=self.trust_checkpoint,
                 use_ema=self.use_ema,
-                num_classes=self.num_classes,
+                num_classes=num_classes,
                 preprocessing=self.preprocessing or None,
-                **self.options,
+                **builder_options,
             )
             name = self.name or self.model
             info = model.info.as_dict()
             sha = info.get("checkpoint_sha256")
             options = dict(self.options)
+            if self.num_classes is not None:
+                options["num_classes"] = self.num_classes
             if self.use_ema:
                 options["use_ema"] = True
             if self.preprocessing:

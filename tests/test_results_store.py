@@ -126,7 +126,7 @@ def test_refuses_other_model_or_checkpoint_unless_mixed(tmp_path: Path) -> None:
     for other in (other_ckpt, other_model):
         with pytest.raises(UserError, match="holds results of model 'symvit_tiny'"):
             reopened.write_cell(other, classification_records(4, 2), PROVENANCE)
-        with pytest.raises(UserError, match="allow mixing"):
+        with pytest.raises(UserError, match="--allow-mixed"):
             reopened.check_compatible(other)
         with pytest.raises(UserError, match="holds results of"):
             reopened.start_run(PROVENANCE, model=other)

@@ -9,7 +9,10 @@ from typing import Annotated
 import typer
 
 from robustbench_rpc import __version__
+from robustbench_rpc.cli import demo as demo_cli
 from robustbench_rpc.cli import models as models_cli
+from robustbench_rpc.cli.compare import compare_command, plot_command, report_command
+from robustbench_rpc.cli.corrupt import corrupt_command
 from robustbench_rpc.cli.evaluate import attack_command, evaluate_command
 from robustbench_rpc.cli.table import table_command
 from robustbench_rpc.errors import UserError
@@ -23,10 +26,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(models_cli.app, name="models")
+app.add_typer(demo_cli.app, name="demo")
 app.command("evaluate")(evaluate_command)
 app.command("attack")(attack_command)
+app.command("corrupt")(corrupt_command)
 app.command("table")(table_command)
+app.command("compare")(compare_command)
+app.command("plot")(plot_command)
+app.command("report")(report_command)
+app.add_typer(models_cli.app, name="models")
 
 _STATE = {"debug": False}
 

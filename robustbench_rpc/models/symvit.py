@@ -225,7 +225,7 @@ _SIZES = {
     "small": {"embed_dim": 384, "depth": 12, "num_heads": 6},
     "base": {"embed_dim": 768, "depth": 12, "num_heads": 12},
     # the embedded demo's model: 32x32 digits, patches of 4, 10 classes
-    "digits": {"embed_dim": 64, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0, "patch_size": 4, "img_size": 32,
+    "digits": {"embed_dim": 64, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0, "patch_size": 8, "img_size": 32,
                "num_classes": 10},
 }
 
@@ -235,7 +235,7 @@ _DIGITS_CFG = {"num_classes": 10, "input_size": (3, 32, 32), "crop_pct": 1.0, "i
 default_cfgs = generate_default_cfgs(
     {
         **{f"{p}symvit_{size}_patch16_224": _cfg() for p in ("", "rpc_") for size in ("tiny", "small", "base")},
-        **{f"{prefix}symvit_digits_patch4_32": _cfg(**_DIGITS_CFG) for prefix in ("", "rpc_")},
+        **{f"{prefix}symvit_digits_patch8_32": _cfg(**_DIGITS_CFG) for prefix in ("", "rpc_")},
     }
 )
 
@@ -319,13 +319,13 @@ def rpc_symvit_base_patch16_224(pretrained: bool = False, **kwargs: Any) -> SymV
 
 
 
-@register("symvit", "symmetric", "SymViT for the embedded 32x32 digits demo (64 wide, 4 blocks, 4 heads, patch 4).")
-def symvit_digits_patch4_32(pretrained: bool = False, **kwargs: Any) -> SymViT:
+@register("symvit", "symmetric", "SymViT for the embedded 32x32 digits demo (64 wide, 4 blocks, 4 heads, patch 8).")
+def symvit_digits_patch8_32(pretrained: bool = False, **kwargs: Any) -> SymViT:
     """SymViT sized for the embedded digits demo."""
-    return _create("symvit_digits_patch4_32", "digits", pretrained, False, **kwargs)
+    return _create("symvit_digits_patch8_32", "digits", pretrained, False, **kwargs)
 
 
 @register("symvit", "rpc", "RPC-SymViT for the embedded 32x32 digits demo (PAP n=4, lambda 4, first block).")
-def rpc_symvit_digits_patch4_32(pretrained: bool = False, **kwargs: Any) -> SymViT:
+def rpc_symvit_digits_patch8_32(pretrained: bool = False, **kwargs: Any) -> SymViT:
     """RPC-SymViT sized for the embedded digits demo."""
-    return _create("rpc_symvit_digits_patch4_32", "digits", pretrained, True, **kwargs)
+    return _create("rpc_symvit_digits_patch8_32", "digits", pretrained, True, **kwargs)

@@ -1,14 +1,16 @@
 """Side-by-side comparison of models on their shared cells, with paired statistics against a baseline.
 
-Two cells are *the same cell* when their dataset, condition and parameters match (the cell spec minus the model,
-its checkpoint and options). Their records are paired by ``sample_id``; every number of a comparison row is
-computed on the paired samples only, and ``n`` is their count. Accuracy cells (clean, corruption: top-1 over the
-labelled samples; attack: robust top-1, i.e. ``correct1`` of the adversarial predictions) get a paired bootstrap
-interval of the difference and McNemar's exact test; out-of-distribution cells (records with ``is_ood`` and
-``ood_score``) compare AUPR with a paired bootstrap over samples (no McNemar test).
+Two cells are *the same cell* when their dataset, condition and parameters match (the cell spec minus the
+model, its checkpoint and options). Their records are paired by ``sample_id``; every number of a comparison
+row is computed on the paired samples only, and ``n`` is their count. Accuracy cells (clean, corruption: top-1
+over the labelled samples; attack: robust top-1, i.e. ``correct1`` of the adversarial predictions) get a
+paired bootstrap interval of the difference and McNemar's exact test; out-of-distribution cells (records with
+``is_ood`` and ``ood_score``) compare AUPR with a paired bootstrap over samples (no McNemar test).
 
-The statistics are pure numpy/scipy functions of per-sample arrays. Bootstrap resamples are drawn in chunks so
-that a 50 000-sample cell with 2 000 resamples never holds more than about four million indices at once.
+The statistics are pure numpy/scipy functions of per-sample arrays. The accuracy bootstrap draws multinomial
+counts of the three kinds of pairs (cost independent of the sample count); the AUPR bootstrap draws sample
+indices in chunks so that a large cell with 2 000 resamples never holds more than about four million indices
+at once.
 """
 
 from __future__ import annotations
@@ -92,16 +94,23 @@ def bootstrap_accuracy_difference(
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float]:
-    """Return the percentile bootstrap interval of accuracy(model) - accuracy(baseline), in points (%)."""
+    """Return the percentile bootstrap interval of accuracy(model) - accuracy(baseline), in points (%).
+
+    The per-sample difference takes only the values +1 (only the model right), -1 (only the baseline
+    right) and 0, so the difference of a resample of n pairs depends only on how many of each it drew: a
+    multinomial draw with the observed proportions has exactly the distribution of resampling the pairs, at
+    O(resamples) cost instead of O(resamples x n).
+    """
     base = _bool_array(baseline_correct, "baseline_correct")
     model = _bool_array(model_correct, "model_correct")
     _check_pair(base, model)
-    delta = model.astype(np.int8) - base.astype(np.int8)
-    diffs = np.concatenate(
-        [delta[idx].mean(axis=1) for idx in _resample_chunks(len(delta), resamples, seed)]
-    )
-    low, high = _interval(diffs * 100.0, level)
-    return low, high
+    n = len(base)
+    only_model = int(np.sum(model & ~base))
+    only_base = int(np.sum(base & ~model))
+    proportions = np.array([only_model, only_base, n - only_model - only_base], dtype=float) / n
+    counts = np.random.default_rng(seed).multinomial(n, proportions, size=resamples)
+    diffs = (counts[:, 0] - counts[:, 1]) / n
+    return _interval(diffs * 100.0, level)
 
 
 def weighted_aupr(is_ood: Any, score: Any, weights: Any) -> np.ndarray:
@@ -191,7 +200,9 @@ class LoadedCell:
     path: Path
 
 
-def open_stores(sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path]) -> list[ResultsStore]:
+def open_stores(
+    sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path],
+) -> list[ResultsStore]:
     """Open one or several results directories read-only (a :class:`UserError` for a bad one)."""
     if isinstance(sources, (ResultsStore, str, Path)):
         sources = [sources]
@@ -279,7 +290,11 @@ def _scored(cell: LoadedCell) -> pd.DataFrame:
 
 
 def compare_pair(
-    baseline: LoadedCell, other: LoadedCell, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = 0.95
+    baseline: LoadedCell,
+    other: LoadedCell,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> dict[str, Any] | None:
     """Return the comparison row of two models' records of one cell, or None when they share no sample."""
     base, model = _scored(baseline), _scored(other)
@@ -292,7 +307,9 @@ def compare_pair(
     if ood:
         positive = paired["is_ood_b"].astype(bool).to_numpy()
         if (positive != paired["is_ood_m"].astype(bool).to_numpy()).any():
-            raise UserError(f"Cell {other.spec.slug()} marks different samples as out-of-distribution per model.")
+            raise UserError(
+                f"Cell {other.spec.slug()} marks different samples as out-of-distribution per model."
+            )
         if positive.all() or not positive.any():
             return None
         scores_b = paired["ood_score_b"].astype(float).to_numpy()
@@ -310,7 +327,10 @@ def compare_pair(
         metric = "robust_top1" if baseline.spec.condition == "attack" else "top1"
         row.update(metric=metric, p_value=mcnemar_exact(correct_b, correct_m))
     row.update(
-        baseline_value=float(value_b), model_value=float(value_m), diff=float(value_m - value_b), ci_low=low,
+        baseline_value=float(value_b),
+        model_value=float(value_m),
+        diff=float(value_m - value_b),
+        ci_low=low,
         ci_high=high,
     )
     return row
@@ -395,7 +415,9 @@ def compare_cells(
             spec = base.spec
             eps = spec.params.get("eps")
             severity = spec.params.get("severity")
-            variant = {k: v for k, v in sorted(spec.params.items()) if k not in ("name", "severity", "norm", "eps")}
+            variant = {
+                k: v for k, v in sorted(spec.params.items()) if k not in ("name", "severity", "norm", "eps")
+            }
             row.update(
                 cell=cell_text(spec),
                 dataset=spec.dataset,
@@ -430,9 +452,9 @@ def compare(
     """Compare the models of one or several results directories against ``baseline`` on every shared cell.
 
     Returns the comparison frame (:data:`COMPARISON_COLUMNS`): values and differences in percent / points, the
-    ``level`` percentile bootstrap interval of the difference (``resamples`` resamples, generator ``seed``) and
-    McNemar's exact p-value (NaN for AUPR rows). ``baseline`` is a model label or a unique prefix of one; by
-    default the first model found.
+    ``level`` percentile bootstrap interval of the difference (``resamples`` resamples, generator ``seed``)
+    and McNemar's exact p-value (NaN for AUPR rows). ``baseline`` is a model label or a unique prefix of
+    one; by default the first model stored in the first directory.
     """
     return compare_cells(load_cells(open_stores(sources)), baseline, resamples, seed, level)
 
@@ -456,7 +478,8 @@ def comparison_display(frame: pd.DataFrame, digits: int = 2, level: float = 0.95
             "model value": frame["model_value"],
             "diff (points)": [signed(v) for v in frame["diff"]],
             f"{level * 100:g}% CI": [
-                f"[{signed(lo)}, {signed(hi)}]" for lo, hi in zip(frame["ci_low"], frame["ci_high"], strict=True)
+                f"[{signed(lo)}, {signed(hi)}]"
+                for lo, hi in zip(frame["ci_low"], frame["ci_high"], strict=True)
             ],
             "McNemar p": ["-" if pd.isna(p) else f"{p:.3g}" for p in frame["p_value"]],
         }

@@ -92,13 +92,14 @@ def to_latex(frame: pd.DataFrame, digits: int = 2) -> str:
 
 def to_rich_table(frame: pd.DataFrame, title: str | None = None, digits: int = 2) -> Any:
     """Return a :class:`rich.table.Table` of the frame."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=escape(title) if title else None)
     for column in frame.columns:
-        table.add_column(str(column), justify="right" if _is_numeric(frame, column) else "left")
+        table.add_column(escape(str(column)), justify="right" if _is_numeric(frame, column) else "left")
     for row in _text_rows(frame, digits):
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     return table
 
 

@@ -1,11 +1,11 @@
-"""Plots of a tidy table: robust accuracy against budget per attack, accuracy per corruption, against severity.
+"""Plots of a tidy table: robust accuracy against budget per attack, accuracy per corruption and per severity.
 
-Figures are built with matplotlib's object-oriented API (:class:`matplotlib.figure.Figure` with the Agg canvas),
-so no pyplot state, GUI backend or global figure registry is involved: the functions are safe to call from a
-library, a test or a headless server, and a figure is freed as soon as nothing refers to it.
+Figures are built with matplotlib's object-oriented API (:class:`matplotlib.figure.Figure` with the Agg
+canvas), so no pyplot state, GUI backend or global figure registry is involved: the functions are safe to call
+from a library, a test or a headless server, and a figure is freed as soon as nothing refers to it.
 
-Every figure has a title, axis labels with units and a legend; each model is one line (or one bar series) whose
-label is the tidy table's ``model_label``.
+Every figure has a title, axis labels with units and a legend; each model is one line (or one bar series)
+whose label is the tidy table's ``model_label``.
 """
 
 from __future__ import annotations
@@ -98,8 +98,11 @@ def attack_figures(frame: pd.DataFrame, metric: str = "robust_top1") -> dict[str
             axes.set_xticks(budgets, [f"{b:.4g}" for b in budgets])
         norm_text = f" ({norm})" if norm else ""
         axes.set_title(f"Robust top-1 accuracy under {name}{norm_text}")
-        axes.set_xlabel("perturbation budget ε (units of 1/255)" if linf or not norm else
-                        f"perturbation budget ε ({norm} norm, pixel units in [0, 1])")
+        axes.set_xlabel(
+            "perturbation budget ε (units of 1/255)"
+            if linf or not norm
+            else f"perturbation budget ε ({norm} norm, pixel units in [0, 1])"
+        )
         axes.set_ylabel("robust top-1 accuracy (%)")
         axes.grid(alpha=0.3)
         axes.legend(title="model")
@@ -134,7 +137,7 @@ def corruption_figure(frame: pd.DataFrame, metric: str = "top1") -> Figure | Non
 
 
 def severity_figure(frame: pd.DataFrame, metric: str = "top1") -> Figure | None:
-    """Return ``metric`` (top-1 %) against corruption severity, averaged over corruptions, one line per model."""
+    """Return ``metric`` (top-1 %) against severity, averaged over corruptions, one line per model."""
     from robustbench_rpc.results.views import severity_view
 
     if frame[(frame["condition"] == "corruption") & (frame["metric"] == metric)].empty:
@@ -166,7 +169,7 @@ def severity_figure(frame: pd.DataFrame, metric: str = "top1") -> Figure | None:
 
 
 def make_figures(frame: pd.DataFrame) -> dict[str, Figure]:
-    """Return every plot the table supports, keyed by file stem (``attacks_*``, ``corruptions``, ``severity``)."""
+    """Return every plot the table supports, keyed by stem (``attacks_*``, ``corruptions``, ``severity``)."""
     figures = attack_figures(frame)
     corruptions = corruption_figure(frame)
     if corruptions is not None:
@@ -184,7 +187,9 @@ def check_formats(formats: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     out = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in formats if f.strip()))
     unknown = [f for f in out if f not in PLOT_FORMATS]
     if unknown or not out:
-        raise UserError(f"Unknown plot format {', '.join(unknown) or '(none)'}; expected {', '.join(PLOT_FORMATS)}.")
+        raise UserError(
+            f"Unknown plot format {', '.join(unknown) or '(none)'}; expected {', '.join(PLOT_FORMATS)}."
+        )
     return out
 
 

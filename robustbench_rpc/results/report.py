@@ -1,20 +1,20 @@
 """The Markdown report of results directories, and leaderboard-style (RobustBench) JSON entries.
 
 The report has the sections Provenance (per model: versions, device, seed, checkpoint SHA-256, dataset
-fingerprints, command line of every run), Paper table, Corruptions, Attacks, Comparisons (against a baseline, with
-paired bootstrap intervals and McNemar tests) and Plots (PNG files written into ``<report stem>_plots/`` next to
-the report and linked relatively).
+fingerprints, command line of every run), Paper table, Corruptions, Attacks, Comparisons (against a baseline,
+with paired bootstrap intervals and McNemar tests) and Plots (PNG files written into ``<report stem>_plots/``
+next to the report and linked relatively).
 
 :func:`robustbench_entries` returns one JSON object per model. Fields shared with RobustBench's ``model_info``
 files keep RobustBench's names and string formatting (two decimals, eps as ``"4/255"``):
 
 ``name`` (the model label), ``architecture`` (the registered model name), ``dataset`` (the clean dataset),
-``threat_model`` (the norm of the AutoAttack cells, else ``"corruptions"`` when there are corruption cells, else
-null), ``eps`` (the largest AutoAttack budget of that norm, e.g. ``"4/255"``; null otherwise), ``clean_acc``,
-``autoattack_acc`` (robust top-1 % under AutoAttack at ``eps``), ``corruptions_acc`` (mean top-1 % over the
-standard ImageNet-C cells evaluated), ``additional_data`` (always false: this package evaluates, it does not
-know the training data; correct it by hand), ``number_forward_passes`` (1), and ``link``, ``authors``,
-``venue``, ``reported`` left empty to be filled by hand.
+``threat_model`` (the norm of the AutoAttack cells, else ``"corruptions"`` when there are corruption cells,
+else null), ``eps`` (the largest AutoAttack budget of that norm, e.g. ``"4/255"``; null otherwise),
+``clean_acc``, ``autoattack_acc`` (robust top-1 % under AutoAttack at ``eps``), ``corruptions_acc`` (mean
+top-1 % over the standard ImageNet-C cells evaluated), ``additional_data`` (always false: this package
+evaluates, it does not know the training data; correct it by hand), ``number_forward_passes`` (1), and
+``link``, ``authors``, ``venue``, ``reported`` left empty to be filled by hand.
 
 Fields added here: ``corruptions_mce`` (mCE in % of AlexNet's, string; null when not computable) with
 ``corruptions_mce_partial`` (true when the 15 x 5 grid was incomplete), ``robust_acc`` (a list with one object
@@ -54,9 +54,12 @@ def _fingerprint_text(fingerprint: dict[str, Any]) -> str:
         parts.append(f"listing SHA-256 `{fingerprint['listing_sha256']}`")
     if fingerprint.get("root"):
         parts.append(f"root `{fingerprint['root']}`")
-    extra = {k: v for k, v in fingerprint.items() if k not in ("file_count", "total_bytes", "listing_sha256", "root")}
-    if extra:
-        parts.append(json.dumps(extra, sort_keys=True, default=str))
+    extra = {
+        k: v
+        for k, v in fingerprint.items()
+        if k not in ("file_count", "total_bytes", "listing_sha256", "root")
+    }
+    parts += [f"{key}={value}" for key, value in sorted(extra.items())]
     return ", ".join(parts) or "-"
 
 
@@ -86,18 +89,21 @@ def model_provenance(stores: list[ResultsStore]) -> dict[str, dict[str, Any]]:
     labels = model_labels([model_identity(cell.spec) for _, cell, _ in cells])
     models: dict[str, dict[str, Any]] = {}
     for (store, cell, run_files), label in zip(cells, labels, strict=True):
-        entry = models.setdefault(
-            label, {**model_identity(cell.spec), "results_dirs": [], "runs": {}}
-        )
+        entry = models.setdefault(label, {**model_identity(cell.spec), "results_dirs": [], "runs": {}})
         if str(store.root) not in entry["results_dirs"]:
             entry["results_dirs"].append(str(store.root))
         run_id = cell.meta.get("run_id")
         provenance = {**run_files.get(run_id, {}), **(cell.meta.get("provenance") or {})}
         key = run_id or json.dumps(provenance, sort_keys=True, default=str)
-        run = entry["runs"].setdefault(key, {"run_id": run_id, "provenance": provenance, "datasets": [], "cells": 0})
+        run = entry["runs"].setdefault(
+            key, {"run_id": run_id, "provenance": provenance, "datasets": [], "cells": 0}
+        )
         run["cells"] += 1
         if cell.spec.dataset not in run["datasets"]:
             run["datasets"].append(cell.spec.dataset)
+        fingerprint = (cell.meta.get("extra") or {}).get("dataset_fingerprint")
+        if isinstance(fingerprint, dict):  # the engine also stores each cell's dataset fingerprint
+            run.setdefault("cell_fingerprints", {}).setdefault(cell.spec.dataset, fingerprint)
     for entry in models.values():
         entry["runs"] = sorted(entry["runs"].values(), key=lambda r: str(r["provenance"].get("time") or ""))
     return models
@@ -147,7 +153,8 @@ def provenance_markdown(models: dict[str, dict[str, Any]]) -> str:
                     "command line": "`" + _command_text(prov).replace("`", "'") + "`",
                 }
             )
-            for name, fingerprint in dataset_fingerprints(prov, run["datasets"]).items():
+            found = {**run.get("cell_fingerprints", {}), **dataset_fingerprints(prov, run["datasets"])}
+            for name, fingerprint in found.items():
                 fingerprints.setdefault(name, _fingerprint_text(fingerprint))
         lines += ["", to_markdown(pd.DataFrame(rows)).rstrip()]
         if fingerprints:
@@ -174,7 +181,12 @@ def comparison_markdown(
     stores: list[ResultsStore], baseline: str | None, resamples: int, seed: int, level: float = 0.95
 ) -> str:
     """Return the Comparisons section body (a table against the baseline, or the reason there is none)."""
-    from robustbench_rpc.results.compare import compare_cells, comparison_display, load_cells, resolve_baseline
+    from robustbench_rpc.results.compare import (
+        compare_cells,
+        comparison_display,
+        load_cells,
+        resolve_baseline,
+    )
     from robustbench_rpc.results.exports import to_markdown
 
     cells = load_cells(stores)
@@ -187,11 +199,11 @@ def comparison_markdown(
     except UserError as exc:
         return str(exc)
     intro = (
-        f"Baseline: **{base}**. Each row compares a model with the baseline on the samples both were evaluated "
-        f"on (`n`); values are top-1 accuracy in % (robust top-1 for attacks, AUPR for out-of-distribution "
-        f"cells), `diff` is model minus baseline in points, the interval is a paired percentile bootstrap "
-        f"({level * 100:g}%, {resamples} resamples, seed {seed}), and p is McNemar's exact test on the pairs "
-        f"where exactly one of the two models is right."
+        f"Baseline: **{base}**. Each row compares a model with the baseline on the samples both were "
+        f"evaluated on (`n`); values are top-1 accuracy in % (robust top-1 for attacks, AUPR for "
+        f"out-of-distribution cells), `diff` is model minus baseline in points, the interval is a paired "
+        f"percentile bootstrap ({level * 100:g}%, {resamples} resamples, seed {seed}), and p is McNemar's "
+        f"exact test on the pairs where exactly one of the two models is right."
     )
     return intro + "\n\n" + to_markdown(comparison_display(frame, level=level)).rstrip()
 
@@ -264,7 +276,7 @@ def write_report(
     seed: int = 0,
     plots: bool = True,
 ) -> Path:
-    """Write the Markdown report to ``out`` (atomically) and its plots into ``<out stem>_plots/``; return ``out``."""
+    """Write the Markdown report to ``out`` (atomically), plots into ``<out stem>_plots/``; return ``out``."""
     from robustbench_rpc.results.compare import open_stores
     from robustbench_rpc.results.exports import check_output_path
     from robustbench_rpc.results.tidy import tidy
@@ -312,7 +324,9 @@ def _first(rows: pd.DataFrame) -> tuple[float, int] | None:
     return float(rows["value"].iloc[0]), int(rows["n"].iloc[0])
 
 
-def robustbench_entries(frame: pd.DataFrame, provenance: dict[str, dict[str, Any]] | None = None) -> list[dict]:
+def robustbench_entries(
+    frame: pd.DataFrame, provenance: dict[str, dict[str, Any]] | None = None
+) -> list[dict]:
     """Return one leaderboard-style entry per model of a tidy table (fields in the module docstring)."""
     from robustbench_rpc import __version__
     from robustbench_rpc.results.compare import eps_text
@@ -358,7 +372,8 @@ def robustbench_entries(frame: pd.DataFrame, provenance: dict[str, dict[str, Any
         if threat_model is None and not rows[rows["condition"] == "corruption"].empty:
             threat_model = "corruptions"
         versions = [
-            _versions(run["provenance"]).get("robustbench-rpc") for run in provenance.get(label, {}).get("runs", [])
+            _versions(run["provenance"]).get("robustbench-rpc")
+            for run in provenance.get(label, {}).get("runs", [])
         ]
         entries.append(
             {
@@ -380,7 +395,8 @@ def robustbench_entries(frame: pd.DataFrame, provenance: dict[str, dict[str, Any
                 "authors": "",
                 "venue": "",
                 "reported": "",
-                "checkpoint_sha256": None if first["checkpoint_sha256"] != first["checkpoint_sha256"]
+                "checkpoint_sha256": None
+                if first["checkpoint_sha256"] != first["checkpoint_sha256"]
                 else first["checkpoint_sha256"],
                 "model_options": json.loads(first["model_options"]) if first["model_options"] else {},
                 "robustbench_rpc_version": next((v for v in versions if v), __version__),
@@ -390,7 +406,7 @@ def robustbench_entries(frame: pd.DataFrame, provenance: dict[str, dict[str, Any
 
 
 def write_robustbench(sources: Sources, out: Path) -> list[dict]:
-    """Write the leaderboard-style entries of the results as a JSON list to ``out`` (atomically); return them."""
+    """Write the leaderboard-style entries as a JSON list to ``out`` (atomically); return them."""
     from robustbench_rpc.results.compare import open_stores
     from robustbench_rpc.results.exports import check_output_path
     from robustbench_rpc.results.tidy import tidy

@@ -234,7 +234,7 @@ class ResultsStore:
             if not _same_identity(known, identity):
                 raise UserError(
                     f"Results directory {self.root} holds results of {_identity_text(known)}, not "
-                    f"{_identity_text(identity)}; use another directory or allow mixing explicitly."
+                    f"{_identity_text(identity)}; use another directory or pass --allow-mixed."
                 )
 
     def _register_identity(self, identity: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from robustbench_rpc.errors import UserError, did_you_mean
 from robustbench_rpc.results.tidy import SUMMARY_CONDITION, dataset_family
@@ -56,18 +56,40 @@ def variant_text(variant: str) -> str:
     return ",".join(f"{k}={v}" for k, v in json.loads(variant).items())
 
 
-def _qualifier_text(rows: pd.DataFrame) -> pd.Series:
-    """Return per-row text telling apart datasets/variants that would otherwise share a row or column."""
+def _flat_variant(variant: str) -> dict[str, Any]:
+    """Return the variant JSON as a flat dict (nested dicts such as attack options become ``key=value`` pairs)."""
+    out: dict[str, Any] = {}
+    for key, value in (json.loads(variant) if variant else {}).items():
+        if isinstance(value, dict):
+            out.update({k: v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def _qualifier_text(rows: pd.DataFrame, group: list[str] | None = None) -> pd.Series:
+    """Return per-row text telling apart datasets/variants that would otherwise share a row or column.
+
+    Only what differs matters: within each ``group`` of rows (all rows when None), the text names the dataset
+    when several datasets share the group and the variant parameters whose values differ inside the group.
+    """
     import pandas as pd
 
-    use_dataset = rows["dataset"].nunique() > 1
-    use_variant = rows["variant"].nunique() > 1
-    texts = []
-    for dataset, variant in zip(rows["dataset"], rows["variant"], strict=True):
-        parts = [str(dataset)] if use_dataset else []
-        if use_variant and variant:
-            parts.append(variant_text(variant))
-        texts.append(" ".join(parts))
+    variants = [_flat_variant(v) for v in rows["variant"]]
+    keys = [tuple(rows[c].iloc[i] for c in group) if group else () for i in range(len(rows))]
+    members: dict[tuple, list[int]] = {}
+    for i, key in enumerate(keys):
+        members.setdefault(key, []).append(i)
+    texts = [""] * len(rows)
+    for idx in members.values():
+        use_dataset = len({rows["dataset"].iloc[i] for i in idx}) > 1
+        names = sorted({k for i in idx for k in variants[i]})
+        varying = [k for k in names if len({json.dumps(variants[i].get(k), default=str) for i in idx}) > 1]
+        for i in idx:
+            parts = [str(rows["dataset"].iloc[i])] if use_dataset else []
+            parts += [f"{k}={variants[i].get(k)}" for k in varying]
+            texts[i] = " ".join(parts[:1] + [",".join(parts[1:])] if use_dataset and len(parts) > 1
+                                else [",".join(parts)] if not use_dataset else parts)
     return pd.Series(texts, index=rows.index, dtype=object)
 
 
@@ -164,8 +186,9 @@ def attacks_view(frame: pd.DataFrame, metric: str = "robust_top1") -> pd.DataFra
         eps_255=(rows["eps"].fillna(0.0) * 255).round(4),
     )
     index = ["attack", "norm", "eps", "eps_255"]
-    if rows["variant"].nunique() > 1 or rows["dataset"].nunique() > 1:
-        rows = rows.assign(variant=_qualifier_text(rows))
+    qualifier = _qualifier_text(rows, index)
+    if (qualifier != "").any():
+        rows = rows.assign(variant=qualifier)
         index.append("variant")
     wide = _pivot_models(rows, index, models)
     return wide.sort_values(index, kind="stable").reset_index(drop=True)

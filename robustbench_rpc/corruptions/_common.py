@@ -1,0 +1,266 @@
+"""Batched building blocks shared by the corruptions: random draws, padding, filtering, resampling, HSV."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+# --------------------------------------------------------------------------------------------- random numbers
+
+
+def _draw_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
+    return generator.device if generator is not None else device
+
+
+def rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Uniform [0, 1) float32 draws made on the generator's device, returned on ``device``."""
+    out = torch.rand(shape, generator=generator, device=_draw_device(generator, device))
+    return out.to(device)
+
+
+def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Standard normal float32 draws made on the generator's device, returned on ``device``."""
+    out = torch.randn(shape, generator=generator, device=_draw_device(generator, device))
+    return out.to(device)
+
+
+def randint(
+    low: int, high: int, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """Integers in [low, high) drawn on the generator's device, returned on ``device``."""
+    out = torch.randint(low, high, shape, generator=generator, device=_draw_device(generator, device))
+    return out.to(device)
+
+
+def uniform_list(n: int, low: float, high: float, generator: torch.Generator | None) -> list[float]:
+    """``n`` python floats uniform in [low, high) (used for per-image angles, drawn in float64)."""
+    dev = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand((n,), generator=generator, device=dev, dtype=torch.float64).cpu()
+    return [low + (high - low) * float(v) for v in u]
+
+
+# ------------------------------------------------------------------------------- padding / filtering
+
+
+def pad_indices(n: int, pad: int, mode: str, device: torch.device) -> torch.Tensor:
+    """Indices of a 1-D signal of length ``n`` padded by ``pad`` on both sides.
+
+    Modes: ``replicate`` (a a | a b c | c c), ``reflect101`` (c b | a b c | b a, OpenCV's default border),
+    ``symmetric`` (b a | a b c | c b, scipy's ``reflect``).
+    """
+    idx = torch.arange(-pad, n + pad, device=device)
+    if mode == "replicate":
+        return idx.clamp(0, n - 1)
+    if mode == "symmetric":
+        period = 2 * n
+        idx = idx % period
+        return torch.where(idx >= n, period - 1 - idx, idx)
+    if mode == "reflect101":
+        if n == 1:
+            return torch.zeros_like(idx)
+        period = 2 * n - 2
+        idx = idx % period
+        return torch.where(idx >= n, period - idx, idx)
+    raise ValueError(f"unknown padding mode {mode!r}")
+
+
+def pad2d(x: torch.Tensor, pad_h: int, pad_w: int, mode: str) -> torch.Tensor:
+    """Pad the last two dimensions of ``x`` with one of the modes of :func:`pad_indices`."""
+    if pad_h:
+        x = x.index_select(-2, pad_indices(x.shape[-2], pad_h, mode, x.device))
+    if pad_w:
+        x = x.index_select(-1, pad_indices(x.shape[-1], pad_w, mode, x.device))
+    return x
+
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """Normalised 1-D Gaussian of radius ``int(truncate * sigma + 0.5)`` (scipy's ``gaussian_filter``)."""
+    radius = int(truncate * float(sigma) + 0.5)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / float(sigma)) ** 2)
+    return (k / k.sum()).float()
+
+
+def band_matrix(kernel: torch.Tensor, n: int, mode: str, device: torch.device) -> torch.Tensor:
+    """[n, n] matrix M with (M @ x)[i] = sum_t kernel[t] * x_padded[i + t]: a 1-D correlation with the border
+    ``mode`` folded in, so that filtering becomes one matrix product (fast on CPU and GPU alike)."""
+    k = kernel.to(device=device, dtype=torch.float32)
+    taps = k.numel()
+    src = pad_indices(n, taps // 2, mode, device)
+    rows = torch.arange(n, device=device)
+    m = torch.zeros((n, n), device=device, dtype=torch.float32)
+    for t in range(taps):
+        m.index_put_((rows, src[rows + t]), k[t].expand(n), accumulate=True)
+    return m
+
+
+def separable_filter(
+    x: torch.Tensor, kernel_h: torch.Tensor, kernel_w: torch.Tensor, mode: str
+) -> torch.Tensor:
+    """Correlate every channel of ``x`` [B, C, H, W] with ``kernel_h`` along H then ``kernel_w`` along W."""
+    h, w = x.shape[-2:]
+    mh = band_matrix(kernel_h, h, mode, x.device).to(x.dtype)
+    mw = band_matrix(kernel_w, w, mode, x.device).to(x.dtype)
+    return torch.matmul(mh, torch.matmul(x, mw.t()))
+
+
+def filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
+    """Correlate every channel of ``x`` [B, C, H, W] with a 2-D ``kernel`` (odd sides), padding with ``mode``.
+
+    The kernel is split into its (few) separable rank-one terms by an SVD, which is exact up to rounding
+    for the    small kernels used here (a disk of radius 10 has rank 7), and each term is two matrix products.
+    """
+    h, w = x.shape[-2:]
+    if min(kernel.shape) >= 9:
+        return _filter2d_fft(x, kernel, mode)
+    u, s, vh = torch.linalg.svd(kernel.double())
+    rank = int((s > s[0] * 1e-7).sum())
+    mh = torch.cat([band_matrix((u[:, i] * s[i]).float(), h, mode, x.device) for i in range(rank)], 1).to(
+        x.dtype
+    )  # [H, rank*H]
+    mw = torch.cat([band_matrix(vh[i].float(), w, mode, x.device) for i in range(rank)], 0).to(x.dtype)
+    y = torch.matmul(x, mw.t())  # [B, C, H, rank*W]
+    y = torch.cat(y.split(w, dim=-1), dim=-2)  # [B, C, rank*H, W]
+    return torch.matmul(mh, y)
+
+
+def _filter2d_fft(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
+    """Large-kernel correlation through the FFT of the padded image (what OpenCV does for big kernels)."""
+    kh, kw = kernel.shape
+    xp = pad2d(x.float(), kh // 2, kw // 2, mode)
+    ph, pw = xp.shape[-2:]
+    k = torch.zeros((ph, pw), device=x.device, dtype=torch.float32)
+    k[:kh, :kw] = kernel.to(x.device, torch.float32).flip(0, 1)  # correlation = convolution with the flip
+    y = torch.fft.irfft2(torch.fft.rfft2(xp) * torch.fft.rfft2(k), s=(ph, pw))
+    h, w = x.shape[-2:]
+    return y[..., kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w].to(x.dtype)
+
+
+def gaussian_filter(
+    x: torch.Tensor, sigma: float | tuple[float, float], mode: str = "replicate", truncate: float = 4.0
+) -> torch.Tensor:
+    """Per-channel Gaussian blur as scikit-image's ``gaussian`` (default border ``nearest`` = replicate)."""
+    sh, sw = (sigma, sigma) if isinstance(sigma, (int, float)) else sigma
+    return separable_filter(x, gaussian_kernel1d(sh, truncate), gaussian_kernel1d(sw, truncate), mode)
+
+
+# --------------------------------------------------------------------------------------------- motion blur
+
+
+def line_motion_blur(x: torch.Tensor, radius: int, sigma: float, angles: list[float]) -> torch.Tensor:
+    """Blur each image of ``x`` [B, C, H, W] along a line at its own angle (degrees), as the reference does.
+
+    The kernel is a one-sided Gaussian over ``2 * radius + 1`` taps; tap ``i`` is the image shifted by
+    ``i`` pixels along the angle (rounded half down), with the border pixels repeated. Taps that would leave
+    the
+    image stop the sum for that image (the reference breaks out of its loop there).
+    """
+    b, c, h, w = x.shape
+    width = 2 * radius + 1
+    taps = torch.arange(width, dtype=torch.float64)
+    kernel = torch.exp(-(taps**2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
+    kernel = (kernel / kernel.sum()).tolist()
+    dys = torch.zeros((b, width), dtype=torch.long)
+    dxs = torch.zeros((b, width), dtype=torch.long)
+    weights = torch.zeros((b, width), dtype=torch.float32)
+    for j, angle in enumerate(angles):
+        py = width * math.sin(math.radians(angle))
+        px = width * math.cos(math.radians(angle))
+        hyp = math.hypot(py, px)
+        for i in range(width):
+            dy = -math.ceil(((i * py) / hyp) - 0.5)
+            dx = -math.ceil(((i * px) / hyp) - 0.5)
+            if abs(dy) >= h or abs(dx) >= w:
+                break
+            dys[j, i], dxs[j, i], weights[j, i] = dy, dx, kernel[i]
+    pad = width
+    xp = pad2d(x, pad, pad, "replicate")
+    out = torch.zeros_like(x)
+    for j in range(b):
+        for i in range(width):
+            wgt = float(weights[j, i])
+            if wgt == 0.0:
+                continue
+            # shifted[y, x] = image[clamp(y - dy), clamp(x - dx)]
+            y0, x0 = pad - int(dys[j, i]), pad - int(dxs[j, i])
+            out[j].add_(xp[j, :, y0 : y0 + h, x0 : x0 + w], alpha=wgt)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- zooming
+
+
+def clipped_zoom(x: torch.Tensor, factor: float, crop: bool = True) -> torch.Tensor:
+    """Zoom into the centre of ``x`` [B, C, H, W] by ``factor`` with linear interpolation (scipy ``zoom``).
+
+    The centre ``ceil(H / factor)`` rows (and columns) are resampled to ``round(rows * factor)`` on scipy's
+    corner-aligned grid (``align_corners=True``), and the top-left H x W part is kept (all of it with
+    ``crop=False``).
+    """
+    h, w = x.shape[-2:]
+    ch, cw = math.ceil(h / float(factor)), math.ceil(w / float(factor))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    out = resize_corners(x[..., top : top + ch, left : left + cw], round(ch * factor), round(cw * factor))
+    return out[..., :h, :w] if crop else out
+
+
+def resize_corners(x: torch.Tensor, oh: int, ow: int) -> torch.Tensor:
+    """Bilinear resize of [B, C, h, w] to [B, C, oh, ow], corner pixels aligned (scipy ``zoom``, order 1)."""
+    if (oh, ow) == tuple(x.shape[-2:]):
+        return x.clone()
+    return F.interpolate(x, size=(oh, ow), mode="bilinear", align_corners=True)
+
+
+def bilinear_separable(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """Sample ``x`` [B, C, H, W] bilinearly at the grid ``ys`` x ``xs`` (pixel coordinates in the image)."""
+    h, w = x.shape[-2:]
+    y0 = ys.floor().long().clamp(0, h - 1)
+    y1 = (y0 + 1).clamp(max=h - 1)
+    wy = (ys - y0.to(ys.dtype)).to(x.dtype)
+    x0 = xs.floor().long().clamp(0, w - 1)
+    x1 = (x0 + 1).clamp(max=w - 1)
+    wx = (xs - x0.to(xs.dtype)).to(x.dtype)
+    rows = x.index_select(-2, y0) * (1 - wy)[:, None] + x.index_select(-2, y1) * wy[:, None]
+    return rows.index_select(-1, x0) * (1 - wx) + rows.index_select(-1, x1) * wx
+
+
+# --------------------------------------------------------------------------------------------- colour
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """RGB [B, 3, H, W] in [0, 1] to HSV, hue in [0, 1) (scikit-image's rules; ties go to the last max)."""
+    r, g, b = x.unbind(1)
+    v = x.amax(1)
+    delta = v - x.amin(1)
+    s = torch.where(v > 0, delta / v.clamp_min(1e-12), torch.zeros_like(v))
+    safe = delta.clamp_min(1e-12)
+    h = torch.where(b == v, 4.0 + (r - g) / safe, torch.where(g == v, 2.0 + (b - r) / safe, (g - b) / safe))
+    h = torch.remainder(h / 6.0, 1.0)
+    h = torch.where(delta > 0, h, torch.zeros_like(h))
+    return torch.stack((h, s, v), 1)
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """HSV [B, 3, H, W] (hue in [0, 1)) back to RGB, as scikit-image's ``hsv2rgb``."""
+    h, s, v = hsv.unbind(1)
+    hi = torch.floor(h * 6)
+    f = h * 6 - hi
+    p = v * (1 - s)
+    q = v * (1 - f * s)
+    t = v * (1 - (1 - f) * s)
+    hi = torch.remainder(hi, 6).long()
+    choices_r = torch.stack((v, q, p, p, t, v), 0)
+    choices_g = torch.stack((t, v, v, q, p, p), 0)
+    choices_b = torch.stack((p, p, t, v, v, q), 0)
+    idx = hi[None]
+    return torch.stack(
+        (choices_r.gather(0, idx)[0], choices_g.gather(0, idx)[0], choices_b.gather(0, idx)[0]), 1
+    )
+
+
+def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma [B, 1, H, W] (OpenCV's RGB2GRAY weights)."""
+    w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)

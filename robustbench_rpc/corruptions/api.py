@@ -1,0 +1,133 @@
+"""The public entry point ``corrupt`` and the registry of corruption names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from robustbench_rpc.corruptions import blur, digital, noise, spatter, weather
+from robustbench_rpc.corruptions.severity import SEVERITIES, severity_params
+from robustbench_rpc.errors import UserError, did_you_mean
+
+CorruptionFn = Callable[[torch.Tensor, dict[str, Any], "torch.Generator | None"], torch.Tensor]
+
+STANDARD_CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
+EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+
+CORRUPTION_GROUPS: dict[str, tuple[str, ...]] = {
+    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
+    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
+    "weather": ("snow", "frost", "fog", "brightness"),
+    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
+    "extra": EXTRA_CORRUPTIONS,
+}
+
+CORRUPTIONS: dict[str, CorruptionFn] = {
+    "gaussian_noise": noise.gaussian_noise,
+    "shot_noise": noise.shot_noise,
+    "impulse_noise": noise.impulse_noise,
+    "defocus_blur": blur.defocus_blur,
+    "glass_blur": blur.glass_blur,
+    "motion_blur": blur.motion_blur,
+    "zoom_blur": blur.zoom_blur,
+    "snow": weather.snow,
+    "frost": weather.frost,
+    "fog": weather.fog,
+    "brightness": digital.brightness,
+    "contrast": digital.contrast,
+    "elastic_transform": digital.elastic_transform,
+    "pixelate": digital.pixelate,
+    "jpeg_compression": digital.jpeg_compression,
+    "speckle_noise": noise.speckle_noise,
+    "gaussian_blur": blur.gaussian_blur,
+    "spatter": spatter.spatter,
+    "saturate": digital.saturate,
+}
+
+# Corruptions whose reference returns an 8-bit image rounded by Pillow; the others truncate (numpy.uint8).
+_ROUNDED_OUTPUT = frozenset({"pixelate", "jpeg_compression"})
+MIN_SIDE = 32
+
+
+def check_corruption_name(name: object) -> str:
+    """Return ``name`` if it names a corruption, else raise a UserError listing them."""
+    if not isinstance(name, str) or name not in CORRUPTIONS:
+        raise UserError(
+            f"Unknown corruption {name!r}{did_you_mean(str(name), CORRUPTIONS)}; expected one of: "
+            + ", ".join(CORRUPTIONS)
+            + "."
+        )
+    return name
+
+
+def check_severity(severity: object) -> int:
+    """Return ``severity`` if it is an integer from 1 to 5, else raise a UserError."""
+    if isinstance(severity, bool) or not isinstance(severity, int) or severity not in SEVERITIES:
+        raise UserError(f"Severity {severity!r} is out of range; expected an integer from 1 to 5.")
+    return severity
+
+
+def check_images(images: object) -> torch.Tensor:
+    """Validate a batch of images (uint8, or float in [0, 1], shape [B, 3, H, W]) and return it."""
+    if not isinstance(images, torch.Tensor):
+        raise UserError(f"Images must be a torch.Tensor of shape [B, 3, H, W], got {type(images).__name__}.")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise UserError(f"Images must have shape [B, 3, H, W], got {list(images.shape)}.")
+    if images.shape[2] < MIN_SIDE or images.shape[3] < MIN_SIDE:
+        raise UserError(
+            f"Images must be at least {MIN_SIDE} x {MIN_SIDE} pixels, "
+            f"got {images.shape[2]} x {images.shape[3]}."
+        )
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise UserError(f"Images must be uint8 or floating point in [0, 1], got dtype {images.dtype}.")
+    if images.is_floating_point() and images.numel():
+        lo, hi = torch.aminmax(images.detach())
+        if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))) or lo < 0 or hi > 1:
+            raise UserError(
+                f"Float images must lie in [0, 1], got values from {float(lo):.4g} to {float(hi):.4g}."
+            )
+    return images
+
+
+def corrupt(
+    images: torch.Tensor, name: str, severity: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Apply ImageNet-C corruption ``name`` at ``severity`` (1-5) to a batch [B, 3, H, W].
+
+    ``images`` are uint8 in [0, 255] or floating point in [0, 1], on any device; the result has the same
+    shape, dtype, range and device. Random corruptions draw from ``generator`` (or torch's default generator
+    of the images' device when it is None), so a seeded generator reproduces the result; a CPU generator
+    gives the same corruption on CPU and GPU. Parameters scale with the image size as in the reference
+    implementation.
+    """
+    name = check_corruption_name(name)
+    severity = check_severity(severity)
+    images = check_images(images)
+    if images.shape[0] == 0:
+        return images.clone()
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    with torch.no_grad():
+        y = CORRUPTIONS[name](x, severity_params(name, severity), generator).clamp(0, 1)
+    if images.dtype == torch.uint8:
+        scaled = y * 255.0
+        scaled = scaled.round() if name in _ROUNDED_OUTPUT else torch.floor(scaled + 1e-3)
+        return scaled.clamp(0, 255).to(torch.uint8)
+    return y.to(images.dtype)

@@ -1,0 +1,248 @@
+from __future__ import annotations
+
+import colorsys
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from robustbench_rpc.corruptions import (
+    CORRUPTIONS,
+    EXTRA_CORRUPTIONS,
+    SEVERITY_TABLES,
+    STANDARD_CORRUPTIONS,
+    corrupt,
+    jpeg_roundtrip,
+)
+from robustbench_rpc.corruptions.blur import glass_source_indices
+from robustbench_rpc.corruptions.digital import box_resample_matrix, nearest_indices
+from robustbench_rpc.corruptions.fidelity import DETERMINISTIC
+from robustbench_rpc.corruptions.weather import frost_images
+from robustbench_rpc.errors import UserError
+
+RANDOM = [n for n in CORRUPTIONS if n not in DETERMINISTIC]
+
+
+def smooth_images(b: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Natural-looking float test images: upsampled colour noise plus a gradient."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand((b, 3, 8, 8), generator=g)
+    img = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+    ramp = torch.linspace(0, 0.3, size).view(1, 1, 1, size)
+    return (0.7 * img + ramp).clamp(0, 1)
+
+
+def test_registry_names() -> None:
+    assert len(STANDARD_CORRUPTIONS) == 15 and len(EXTRA_CORRUPTIONS) == 4
+    assert list(CORRUPTIONS) == list(STANDARD_CORRUPTIONS) + list(EXTRA_CORRUPTIONS)
+    assert set(SEVERITY_TABLES) == set(CORRUPTIONS)
+    assert all(sorted(t) == [1, 2, 3, 4, 5] for t in SEVERITY_TABLES.values())
+    assert SEVERITY_TABLES["gaussian_noise"][5] == {"std": 0.38}
+    assert SEVERITY_TABLES["jpeg_compression"][1] == {"quality": 25}
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_every_severity_keeps_dtype_shape_range(name: str) -> None:
+    x = smooth_images(2, 32)
+    x8 = (x * 255).round().to(torch.uint8)
+    for sev in range(1, 6):
+        gen = torch.Generator().manual_seed(sev)
+        y = corrupt(x, name, sev, gen)
+        assert y.shape == x.shape and y.dtype == torch.float32 and y.device == x.device
+        assert torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+        y8 = corrupt(x8, name, sev, gen)
+        assert y8.shape == x8.shape and y8.dtype == torch.uint8
+    # float64 and float16 come back in their own dtype
+    assert corrupt(x.double(), name, 3, torch.Generator().manual_seed(0)).dtype == torch.float64
+    assert corrupt(x.half(), name, 3, torch.Generator().manual_seed(0)).dtype == torch.float16
+
+
+def test_non_square_and_larger_images() -> None:
+    x = smooth_images(1, 96)[:, :, :80, :]  # 80 x 96
+    for name in CORRUPTIONS:
+        y = corrupt(x, name, 5, torch.Generator().manual_seed(1))
+        assert y.shape == x.shape, name
+
+
+@pytest.mark.parametrize("name", RANDOM)
+def test_seed_reproduces_and_differs(name: str) -> None:
+    x = smooth_images(2, 48)
+    a = corrupt(x, name, 3, torch.Generator().manual_seed(7))
+    b = corrupt(x, name, 3, torch.Generator().manual_seed(7))
+    c = corrupt(x, name, 3, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    # the two images of a batch get different draws
+    same = corrupt(x[:1].repeat(2, 1, 1, 1), name, 3, torch.Generator().manual_seed(7))
+    assert not torch.equal(same[0], same[1])
+
+
+@pytest.mark.parametrize("name", DETERMINISTIC)
+def test_deterministic_corruptions_ignore_the_seed(name: str) -> None:
+    x = smooth_images(2, 40)
+    a = corrupt(x, name, 4, torch.Generator().manual_seed(1))
+    b = corrupt(x, name, 4, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+    # and each image is corrupted independently of the others in the batch
+    assert torch.allclose(corrupt(x[1:], name, 4), a[1:], atol=1e-6)
+
+
+# Not monotonic by design in ImageNet-C itself: glass_blur (severity 3 degrades more than 4), saturate
+# (1-2 desaturate, 3-5 saturate), frost (a random overlay each time), snow, fog and spatter (parameters trade
+# off against each other; spatter switches from water to mud at 4).
+MONOTONIC = [
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "speckle_noise",
+    "defocus_blur",
+    "gaussian_blur",
+    "zoom_blur",
+    "motion_blur",
+    "brightness",
+    "contrast",
+    "pixelate",
+    "jpeg_compression",
+    "elastic_transform",
+]
+
+
+@pytest.mark.parametrize("name", MONOTONIC)
+def test_degradation_grows_with_severity(name: str) -> None:
+    x = smooth_images(4, 64, seed=3)
+    if name == "jpeg_compression":  # needs real texture to be visible
+        x = (x + 0.1 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    diffs = []
+    for sev in range(1, 6):
+        y = corrupt(x, name, sev, torch.Generator().manual_seed(11))
+        diffs.append(float((y - x).abs().mean()))
+    assert all(a < b for a, b in zip(diffs, diffs[1:], strict=False)), diffs
+
+
+def test_noise_statistics_match_the_table() -> None:
+    x = torch.full((1, 3, 128, 128), 0.5)
+    y = corrupt(x, "gaussian_noise", 1, torch.Generator().manual_seed(0))
+    assert abs(float((y - x).std()) - 0.08) < 0.003
+    y = corrupt(x, "impulse_noise", 5, torch.Generator().manual_seed(0))
+    assert abs(float((y != x).float().mean()) - 0.27) < 0.01
+    assert set(torch.unique(y).tolist()) == {0.0, 0.5, 1.0}
+    y = corrupt(x, "shot_noise", 5, torch.Generator().manual_seed(0))  # min(Poisson(1.5), 3) / 3
+    want = sum(min(k, 3) * math.exp(-1.5) * 1.5**k / math.factorial(k) for k in range(40)) / 3
+    assert abs(float(y.mean()) - want) < 0.01 and torch.allclose(y * 3, (y * 3).round(), atol=1e-5)
+
+
+def test_contrast_and_brightness_against_closed_forms() -> None:
+    x = smooth_images(2, 32)
+    y = corrupt(x, "contrast", 2, None)
+    m = x.mean((2, 3), keepdim=True)
+    assert torch.allclose(y, ((x - m) * 0.3 + m).clamp(0, 1), atol=1e-6)
+    px = x[0, :, 3, 5].tolist()
+    h, s, v = colorsys.rgb_to_hsv(*px)
+    want = colorsys.hsv_to_rgb(h, s, min(v + 0.3, 1.0))
+    got = corrupt(x, "brightness", 3, None)[0, :, 3, 5]
+    assert torch.allclose(got, torch.tensor(want, dtype=torch.float32), atol=1e-5)
+    h, s, v = colorsys.rgb_to_hsv(*px)
+    want = colorsys.hsv_to_rgb(h, min(s * 5 + 0.1, 1.0), v)
+    got = corrupt(x, "saturate", 4, None)[0, :, 3, 5]
+    assert torch.allclose(got, torch.tensor(want, dtype=torch.float32), atol=1e-5)
+
+
+def test_glass_blur_pointer_doubling_equals_the_sequential_loop() -> None:
+    h, w, d = 15, 13, 2
+    ptr = glass_source_indices(1, h, w, d, torch.Generator().manual_seed(5), torch.device("cpu"))[0]
+    g = torch.Generator().manual_seed(5)  # same draws, in the same order
+    dy = torch.randint(-d, d, (1, h, w), generator=g)[0]
+    dx = torch.randint(-d, d, (1, h, w), generator=g)[0]
+    src = np.arange(h * w).reshape(h, w)
+    for yy in range(h - d, d, -1):  # the reference's visiting order, with its copy semantics
+        for xx in range(w - d, d, -1):
+            src[yy, xx] = src[yy + dy[yy, xx], xx + dx[yy, xx]]
+    assert np.array_equal(ptr.numpy(), src.reshape(-1))
+    assert len(np.unique(src)) < h * w  # not a permutation: the reference's "swap" copies
+
+
+def test_pixelate_matches_pillow_resampling() -> None:
+    for n_in, n_out in [(224, 134), (224, 89), (37, 11)]:
+        img = Image.fromarray(np.eye(n_in, dtype=np.float32), mode="F")
+        pil = np.asarray(img.resize((n_out, n_in), Image.BOX))  # [n_in rows, n_out cols]
+        assert np.allclose(box_resample_matrix(n_in, n_out).numpy().T, pil, atol=1e-6)
+        rows = Image.fromarray(np.arange(n_out, dtype=np.float32)[None].repeat(2, 0), mode="F")
+        up = np.asarray(rows.resize((n_in, 2), Image.NEAREST))[0]
+        assert np.array_equal(nearest_indices(n_out, n_in, torch.device("cpu")).numpy(), up.astype(int))
+
+
+def test_jpeg_roundtrip_matches_pillow() -> None:
+    x8 = (smooth_images(2, 64) * 255).round().to(torch.uint8)
+    ours = jpeg_roundtrip(x8, quality=15)
+    for i in range(2):
+        buf = io.BytesIO()
+        Image.fromarray(x8[i].permute(1, 2, 0).numpy()).save(buf, "JPEG", quality=15)
+        ref = torch.from_numpy(np.array(Image.open(buf))).permute(2, 0, 1)
+        assert (ours[i].float() - ref.float()).abs().mean() < 1.0
+    assert jpeg_roundtrip(x8.float() / 255).dtype == torch.float32
+
+
+def test_frost_assets_are_shipped() -> None:
+    frosts = frost_images()
+    assert len(frosts) == 6 and all(f.dtype == torch.uint8 and f.shape[0] == 3 for f in frosts)
+
+
+def test_cpu_generator_gives_same_result_on_gpu() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU")
+    x = smooth_images(2, 64)
+    for name in CORRUPTIONS:
+        a = corrupt(x, name, 3, torch.Generator().manual_seed(0))
+        b = corrupt(x.cuda(), name, 3, torch.Generator().manual_seed(0)).cpu()
+        assert (a - b).abs().mean() < 2e-3, name
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("gaussian_nosie", 1), "Unknown corruption 'gaussian_nosie' (did you mean 'gaussian_noise'"),
+        (("fog", 0), "Severity 0 is out of range"),
+        (("fog", 6), "Severity 6 is out of range"),
+        (("fog", "3"), "Severity '3' is out of range"),
+        (("fog", True), "Severity True is out of range"),
+    ],
+)
+def test_bad_names_and_severities(args: tuple, message: str) -> None:
+    with pytest.raises(UserError) as err:
+        corrupt(smooth_images(1, 32), *args)
+    assert message in str(err.value)
+    if "Unknown" in message:
+        assert "jpeg_compression" in str(err.value) and "saturate" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        (torch.zeros(3, 32, 32), "shape [B, 3, H, W]"),
+        (torch.zeros(1, 1, 32, 32), "shape [B, 3, H, W]"),
+        (torch.zeros(1, 3, 16, 32), "at least 32 x 32"),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.int32), "uint8 or floating point"),
+        (torch.full((1, 3, 32, 32), 2.0), "in [0, 1]"),
+        (torch.full((1, 3, 32, 32), -0.1), "in [0, 1]"),
+        (torch.full((1, 3, 32, 32), float("nan")), "in [0, 1]"),
+        (np.zeros((1, 3, 32, 32), dtype=np.uint8), "torch.Tensor"),
+    ],
+)
+def test_bad_images(images: object, message: str) -> None:
+    with pytest.raises(UserError) as err:
+        corrupt(images, "fog", 1)  # type: ignore[arg-type]
+    assert message in str(err.value)
+
+
+def test_spatter_distance_map_is_exact_euclidean_within_the_cap() -> None:
+    from scipy.ndimage import distance_transform_edt
+
+    from robustbench_rpc.corruptions.spatter import truncated_distance
+
+    edges = torch.rand((2, 1, 50, 60), generator=torch.Generator().manual_seed(0)) < 0.01
+    ours = truncated_distance(edges, limit=20)
+    ref = [torch.from_numpy(distance_transform_edt(~edges[i, 0].numpy())).float() for i in range(2)]
+    assert torch.allclose(ours, torch.stack(ref)[:, None].clamp(max=20), atol=1e-5)

@@ -1,0 +1,73 @@
+"""The embedded demo: digits data, shipped checkpoints (accuracy as stated), training, the demo end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import robustbench_rpc
+from robustbench_rpc.cli.app import main
+from robustbench_rpc.demo.digits import load_digits_split
+from robustbench_rpc.demo.train import SHIPPED, TrainConfig, accuracy, embedded_checkpoint, train_digits_model
+from robustbench_rpc.results.store import ResultsStore
+
+#: Test accuracy of the shipped checkpoints, as stated in the README.
+SHIPPED_TOP1 = {"symvit": 98.44, "rpc_symvit": 95.33}
+
+
+def test_digits_split_is_fixed_and_real():
+    train, test = load_digits_split("train"), load_digits_split("test")
+    assert (len(train), len(test)) == (1347, 450)
+    assert set(train.indices).isdisjoint(test.indices)
+    assert test.images.shape == (450, 3, 32, 32) and test.images.dtype == torch.float32
+    assert float(test.images.min()) >= 0.0 and float(test.images.max()) <= 1.0
+    whole = torch.bincount(torch.cat([train.labels, test.labels]))
+    assert (torch.bincount(test.labels) - whole.float() * 0.25).abs().max() <= 1  # stratified
+    assert load_digits_split("test").fingerprint() == test.fingerprint()
+
+
+@pytest.mark.parametrize("kind", list(SHIPPED))
+def test_shipped_checkpoint_accuracy_matches_readme(kind):
+    arch, _ = SHIPPED[kind]
+    model = robustbench_rpc.load_model(arch, str(embedded_checkpoint(kind)))
+    assert accuracy(model, load_digits_split("test")) == pytest.approx(SHIPPED_TOP1[kind], abs=0.01)
+    with safe_open(str(embedded_checkpoint(kind)), "pt") as fh:
+        summary = json.loads(fh.metadata()["summary"])
+    assert summary["test_top1"] == pytest.approx(SHIPPED_TOP1[kind], abs=0.01)
+
+
+def test_training_reproduces_the_shipped_symvit():
+    """Deterministic training (one thread) lands within a point of the shipped checkpoint."""
+    _, summary = train_digits_model("symvit", TrainConfig())
+    assert abs(summary["test_top1"] - SHIPPED_TOP1["symvit"]) <= 1.0
+
+
+def test_demo_quick_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    try:
+        main(["demo", "--quick", "--out", str(out), "--quiet"])
+    except SystemExit as exc:
+        assert not exc.code
+    printed = capsys.readouterr().out
+    assert "Clean and corrupted digits" in printed and "mCE vs symvit" in printed
+    for label in ("symvit", "rpc-symvit", "symvit+rpc-inference"):
+        cells = list(ResultsStore(out / label).iter_cells())
+        conditions = sorted({spec.condition for spec, _, _ in cells})
+        assert conditions == ["attack", "clean", "corruption"]
+        assert len([c for c in cells if c[0].condition == "corruption"]) == 6  # 3 corruptions x 2 severities
+        for spec, records, _ in cells:
+            if spec.condition == "attack":
+                assert (records["norm_linf"] <= spec.params["eps"] + 1e-6).all()
+    clean = {label: ResultsStore(out / label).read_cell(next(
+        s for s, _, _ in ResultsStore(out / label).iter_cells() if s.condition == "clean"))[0]
+        for label in ("symvit", "rpc-symvit")}
+    # the quick demo evaluates the first 48 test images with the shipped checkpoints
+    assert 100 * clean["symvit"]["correct1"].mean() >= 90
+    report = (out / "report.md").read_text()
+    assert "## Demo: SymViT vs RPC-SymViT on digits" in report
+    assert "mCE vs symvit" in report and "28155d55d37f1c45" in report
+    assert "(report_plots/attacks_pgd_linf.png)" in report
+    assert (out / "report_plots" / "corruptions.png").stat().st_size > 1000
