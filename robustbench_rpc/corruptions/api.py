@@ -10,35 +10,11 @@ import torch
 from robustbench_rpc.corruptions import blur, digital, noise, spatter, weather
 from robustbench_rpc.corruptions.severity import SEVERITIES, severity_params
 from robustbench_rpc.errors import UserError, did_you_mean
+from robustbench_rpc.names import CORRUPTION_GROUPS as CORRUPTION_GROUPS
+from robustbench_rpc.names import EXTRA_CORRUPTIONS as EXTRA_CORRUPTIONS
+from robustbench_rpc.names import STANDARD_CORRUPTIONS as STANDARD_CORRUPTIONS
 
 CorruptionFn = Callable[[torch.Tensor, dict[str, Any], "torch.Generator | None"], torch.Tensor]
-
-STANDARD_CORRUPTIONS: tuple[str, ...] = (
-    "gaussian_noise",
-    "shot_noise",
-    "impulse_noise",
-    "defocus_blur",
-    "glass_blur",
-    "motion_blur",
-    "zoom_blur",
-    "snow",
-    "frost",
-    "fog",
-    "brightness",
-    "contrast",
-    "elastic_transform",
-    "pixelate",
-    "jpeg_compression",
-)
-EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-
-CORRUPTION_GROUPS: dict[str, tuple[str, ...]] = {
-    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
-    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
-    "weather": ("snow", "frost", "fog", "brightness"),
-    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
-    "extra": EXTRA_CORRUPTIONS,
-}
 
 CORRUPTIONS: dict[str, CorruptionFn] = {
     "gaussian_noise": noise.gaussian_noise,

@@ -10,13 +10,10 @@ from robustbench_rpc.data.base import ImageListDataset, SampleRef
 from robustbench_rpc.data.classes import is_wnid, wnid_to_index
 from robustbench_rpc.data.decode import is_image_file
 from robustbench_rpc.errors import UserError
+from robustbench_rpc.names import ALL_CORRUPTIONS, CORRUPTION_GROUPS
 
 #: The 15 standard ImageNet-C corruptions and the 4 extra ones (used here only to recognise a wrong layout).
-_IMAGENET_C_NAMES = {
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-    "speckle_noise", "gaussian_blur", "spatter", "saturate", "noise", "blur", "weather", "digital", "extra",
-}  # fmt: skip
+_IMAGENET_C_NAMES = set(ALL_CORRUPTIONS) | set(CORRUPTION_GROUPS)
 
 
 def _preview(names: Collection[str], n: int = 4) -> str:

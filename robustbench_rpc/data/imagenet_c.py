@@ -14,27 +14,13 @@ from robustbench_rpc.data.classes import SUBSETS
 from robustbench_rpc.data.folder import check_root, scan_wnid_folders
 from robustbench_rpc.data.selection import check_limit, select_samples
 from robustbench_rpc.errors import UserError, did_you_mean
+from robustbench_rpc.names import ALL_CORRUPTIONS, EXTRA_CORRUPTIONS, GROUP_OF, STANDARD_CORRUPTIONS
 
-#: The 15 standard corruptions (mCE is computed over these), in the order of the ImageNet-C paper.
-CORRUPTIONS: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness",
-    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)  # fmt: skip
-#: The 4 extra (held-out validation) corruptions released with ImageNet-C.
-EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-ALL_CORRUPTIONS: tuple[str, ...] = CORRUPTIONS + EXTRA_CORRUPTIONS
+#: Names re-exported here for the data layer: ``CORRUPTIONS`` are the 15 standard ones (mCE is over these).
+CORRUPTIONS: tuple[str, ...] = STANDARD_CORRUPTIONS
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
-
 #: The group folders of the released tar files, accepted as an extra level (``<root>/noise/gaussian_noise/3``).
-CORRUPTION_GROUPS: dict[str, str] = {
-    **dict.fromkeys(("gaussian_noise", "shot_noise", "impulse_noise"), "noise"),
-    **dict.fromkeys(("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"), "blur"),
-    **dict.fromkeys(("snow", "frost", "fog", "brightness"), "weather"),
-    **dict.fromkeys(("contrast", "elastic_transform", "pixelate", "jpeg_compression"), "digital"),
-    **dict.fromkeys(EXTRA_CORRUPTIONS, "extra"),
-}
+CORRUPTION_GROUPS: dict[str, str] = GROUP_OF
 
 LAYOUT = "<root>/<corruption>/<severity 1-5>/<wnid>/*.JPEG"
 

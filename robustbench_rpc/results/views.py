@@ -11,33 +11,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from robustbench_rpc.errors import UserError, did_you_mean
+from robustbench_rpc.names import ALL_CORRUPTIONS
 from robustbench_rpc.results.tidy import SUMMARY_CONDITION, dataset_family
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 #: ImageNet-C corruption order (the 15 benchmark corruptions, then the 4 extra ones).
-CORRUPTION_ORDER = (
-    "gaussian_noise",
-    "shot_noise",
-    "impulse_noise",
-    "defocus_blur",
-    "glass_blur",
-    "motion_blur",
-    "zoom_blur",
-    "snow",
-    "frost",
-    "fog",
-    "brightness",
-    "contrast",
-    "elastic_transform",
-    "pixelate",
-    "jpeg_compression",
-    "speckle_noise",
-    "gaussian_blur",
-    "spatter",
-    "saturate",
-)
+CORRUPTION_ORDER = ALL_CORRUPTIONS
 
 
 def _model_order(frame: pd.DataFrame) -> list[str]:
