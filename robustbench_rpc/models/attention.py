@@ -47,7 +47,7 @@ __all__ = [
 
 def soft_threshold(x: Tensor, threshold: Tensor) -> Tensor:
     """Shrink ``x`` towards zero by ``threshold`` (element-wise soft-thresholding, exact at the boundary)."""
-    return x - torch.maximum(torch.minimum(x, threshold), -threshold)
+    return x - torch.clamp(x, -threshold, threshold)
 
 
 def symmetric_attention(k: Tensor, v: Tensor, scale: float, dropout_p: float = 0.0) -> Tensor:
@@ -84,25 +84,30 @@ def principal_attention_pursuit(
     else:
         raise UserError(f"Unknown rpc_threshold {threshold!r}; expected 'code' or 'paper'.")
 
-    low_rank = None
-    dual = None
-    for _ in range(iters - 1):
+    # The loop follows the official operation order (so float64 results agree to ~1e-13), computing Y / mu once
+    # per pass and updating fresh intermediates in place where autograd allows it.
+    low_rank: Tensor | None = None
+    dual: Tensor | None = None
+    scaled_dual: Tensor | None = None  # Y / mu
+    for step in range(iters):
         if low_rank is None:
             sparse = soft_threshold(k, thr)
             k2 = k - sparse
         else:
-            sparse = soft_threshold(k - low_rank + dual / mu, thr)
-            k2 = k - sparse - dual / mu
+            x = k - low_rank
+            x += scaled_dual
+            sparse = soft_threshold(x, thr)
+            k2 = k - sparse
+            k2 -= scaled_dual
+        if step == iters - 1:
+            return symmetric_attention(k2, v, scale, dropout_p=dropout_p)
         low_rank = symmetric_attention(k2, v, scale)
-        update = mu * (k - low_rank - sparse)
+        residual = k - low_rank
+        residual -= sparse
+        update = mu * residual
         dual = update if dual is None else dual + update
-    if low_rank is None:
-        sparse = soft_threshold(k, thr)
-        k2 = k - sparse
-    else:
-        sparse = soft_threshold(k - low_rank + dual / mu, thr)
-        k2 = k - sparse - dual / mu
-    return symmetric_attention(k2, v, scale, dropout_p=dropout_p)
+        scaled_dual = dual / mu
+    raise AssertionError("unreachable: iters >= 1")
 
 
 @dataclass(frozen=True)
