@@ -165,3 +165,23 @@ def test_evaluate_cli_digits(capsys, tmp_path):
     assert spec.checkpoint_sha256 and meta["provenance"]["versions"]["torch"] == torch.__version__.split("+")[0] \
         or meta["provenance"]["versions"]["torch"] == torch.__version__
     assert len(records) == 450
+
+
+SHARED_VAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-val-100"
+
+
+@pytest.mark.skipif(not SHARED_VAL.is_dir(), reason="../shared/data/imagenet-val-100 is not available")
+def test_real_imagenet_images_clean_and_generated_c(tmp_path):
+    """Real validation JPEGs: labels from the canonical synset order, generated ImageNet-C from one decode."""
+    summary = evaluate("symvit_tiny_patch16_224", out=tmp_path / "r", suite="clean,imagenet-c",
+                       paths={"imagenet": str(SHARED_VAL), "imagenet-c": "generated"}, corruptions="fog,pixelate",
+                       severities="2", limit=6, batch_size=3, progress=False, device="cpu")
+    store = ResultsStore(tmp_path / "r")
+    cells = {s.condition + ":" + str(s.params.get("name")): r for s, r, _ in store.iter_cells()}
+    assert sorted(cells) == ["clean:None", "corruption:fog", "corruption:pixelate"]
+    index = wnid_to_index()
+    for records in cells.values():
+        assert len(records) == 6
+        wnids = [sid.split("/")[0] for sid in records["sample_id"]]
+        assert records["label"].tolist() == [index[w] for w in wnids]
+    assert len(summary.written) == 3
