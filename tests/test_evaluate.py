@@ -15,6 +15,7 @@ from robustbench_rpc.data import build_dataset
 from robustbench_rpc.data.classes import wnid_to_index
 from robustbench_rpc.errors import UserError
 from robustbench_rpc.results.store import ResultsStore
+from robustbench_rpc.results.tidy import tidy
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
 MODEL = "symvit_digits_patch8_32"
@@ -113,6 +114,10 @@ def test_generated_corruptions_are_seeded(tmp_path):
             assert ra["prob_max"].tolist() != rc["prob_max"].tolist()
         else:  # contrast is deterministic
             assert ra["prob_max"].tolist() == rc["prob_max"].tolist()
+    summary = tidy([tmp_path / "a"])
+    summary = summary[summary["condition"] == "imagenet-c-summary"]
+    # AlexNet-normalized mCE is for ImageNet-C only; the digits get their mean corrupted accuracy
+    assert set(summary["metric"]) == {"mean_top1", "mean_top1_all", "mean_error"}
 
 
 def test_ood_cell_has_aupr(val_root, tmp_path):

@@ -270,17 +270,19 @@ def corruption_summary(frame: pd.DataFrame) -> pd.DataFrame:
             "cell_key": "",
             "results_dir": first["results_dir"],
         }
-        out.extend({**base, **row} for row in _summary_metrics(group, _clean_error(frame, label)))
+        alexnet = dataset_family(dataset) == "imagenet-c"  # AlexNet's errors normalize ImageNet-C only
+        out.extend({**base, **row} for row in _summary_metrics(group, _clean_error(frame, label), alexnet))
     return pd.DataFrame(out, columns=frame.columns)
 
 
-def _summary_metrics(errors: pd.DataFrame, clean_error: float | None) -> list[dict[str, Any]]:
+def _summary_metrics(errors: pd.DataFrame, clean_error: float | None, alexnet: bool = True) -> list[dict[str, Any]]:
     """Return summary metric rows of one model's corruption ``error`` rows (values in %).
 
     ``mean_top1``/``mean_error`` average the cells of the 15 standard corruptions (as published numbers do),
     ``mean_top1_all`` every corruption cell. ``mce``/``relative_mce`` need the full standard grid (15 corruptions x
     severities 1-5); on a partial grid they are reported as ``mce_partial``/``relative_mce_partial`` over the
-    standard cells that were evaluated.
+    standard cells that were evaluated. They are left out (``alexnet=False``) for corrupted datasets other than
+    ImageNet-C, where AlexNet's published errors mean nothing.
     """
     from robustbench_rpc.metrics import corruption
 
@@ -292,6 +294,8 @@ def _summary_metrics(errors: pd.DataFrame, clean_error: float | None) -> list[di
     mean_error = float(standard["value"].mean())
     rows.append({"metric": "mean_top1", "value": 100.0 - mean_error, "n": n})
     rows.append({"metric": "mean_error", "value": mean_error, "n": n})
+    if not alexnet:
+        return rows
     table = {
         (str(name), int(sev)): float(err) / 100.0
         for name, sev, err in zip(standard["name"], standard["severity"], standard["value"], strict=True)
