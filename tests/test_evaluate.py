@@ -190,3 +190,15 @@ def test_real_imagenet_images_clean_and_generated_c(tmp_path):
         wnids = [sid.split("/")[0] for sid in records["sample_id"]]
         assert records["label"].tolist() == [index[w] for w in wnids]
     assert len(summary.written) == 3
+
+
+def test_data_root_finds_the_usual_folders(val_root, tmp_path):
+    root = tmp_path / "data"
+    (root / "imagenet").mkdir(parents=True)
+    (root / "imagenet" / "val").symlink_to(val_root, target_is_directory=True)
+    summary = evaluate(MODEL, out=tmp_path / "r", suite="clean", data_root=root, model_options=OPTIONS,
+                       progress=False, device="cpu")
+    assert summary.written[0].dataset == "imagenet"
+    with pytest.raises(UserError, match=r"No imagenet-r data under --data-root .*pass --imagenet-r PATH"):
+        evaluate(MODEL, out=tmp_path / "r2", suite="imagenet-r", data_root=root, model_options=OPTIONS,
+                 progress=False, device="cpu")
