@@ -24,7 +24,8 @@ class RunSummary:
     out: Path
     written: list[Any] = field(default_factory=list)
     skipped: list[Any] = field(default_factory=list)
-    table: Any = None  # pandas DataFrame of the tidy rows of this run's cells
+    table: Any = None  # pandas DataFrame of the tidy rows of this run's cells (None on ranks other than 0)
+    rank: int = 0  # this process's rank in a distributed run (only rank 0 writes and has the table)
 
     def __str__(self) -> str:
         return f"{len(self.written)} cell(s) computed, {len(self.skipped)} already finished, results in {self.out}"
@@ -89,6 +90,7 @@ class RunOptions:
 
     batch_size: int = 64
     workers: int = 0
+    prefetch_factor: int | None = None
     device: str = "auto"
     precision: str = "fp32"
     channels_last: bool = False
@@ -97,23 +99,76 @@ class RunOptions:
     force: bool = False
     allow_mixed: bool = False
     progress: bool = True
+    shard: str | None = None
     command_line: Sequence[str] | None = None
 
     def validate(self) -> None:
         """Check the numbers users type."""
         from robustbench_rpc.engine.device import check_precision
+        from robustbench_rpc.engine.distributed import parse_shard
 
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}.")
         if self.workers < 0:
             raise UserError(f"--workers must be >= 0, got {self.workers}.")
+        if self.prefetch_factor is not None and self.prefetch_factor < 1:
+            raise UserError(f"--prefetch must be >= 1, got {self.prefetch_factor}.")
         check_precision(self.precision)
+        parse_shard(self.shard)
+
+
+def _plan_cells(jobs: Sequence[Any]) -> list[Any]:
+    return [spec for job in jobs for spec in job.specs]
+
+
+def _select_shard(jobs: list[Any], shard: tuple[int, int] | None) -> list[Any]:
+    """Keep the cells of ``shard`` (position p of the plan belongs to shard p % n)."""
+    from dataclasses import replace
+
+    from robustbench_rpc.engine.distributed import shard_of
+    from robustbench_rpc.engine.runner import GeneratedCorruptionJob
+
+    if shard is None:
+        return jobs
+    index, count = shard
+    keep = {spec.key() for p, spec in enumerate(_plan_cells(jobs)) if shard_of(p, count) == index}
+    out = []
+    for job in jobs:
+        if isinstance(job, GeneratedCorruptionJob):
+            cells = [c for c in job.cells if c[0].key() in keep]
+            if cells:
+                out.append(replace(job, cells=cells))
+        elif job.specs[0].key() in keep:
+            out.append(job)
+    if not out:
+        raise UserError(f"--shard {index}/{count} has no cells: the plan has only {len(_plan_cells(jobs))} "
+                        f"cell(s); use at most that many shards.")
+    return out
 
 
 def _run(request: ModelRequest, out: str | Path, run: RunOptions, build_jobs: Any, what: str) -> RunSummary:
+    from robustbench_rpc.engine.distributed import init_distributed, shutdown
+
+    run.validate()
+    ctx, device_name = init_distributed(run.device)
+    try:
+        return _run_ranked(request, out, run, build_jobs, what, ctx, device_name)
+    finally:
+        shutdown(ctx)
+
+
+def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_jobs: Any, what: str, ctx: Any,
+                device_name: str | None) -> RunSummary:
     import torch
 
     from robustbench_rpc.engine.device import prepare_model, resolve_device
+    from robustbench_rpc.engine.distributed import (
+        check_plan_agreement,
+        collective_step,
+        main_step,
+        parse_shard,
+        plan_fingerprint,
+    )
     from robustbench_rpc.engine.plan import total_samples
     from robustbench_rpc.engine.progress import ProgressReporter
     from robustbench_rpc.engine.runner import Engine, EngineOptions
@@ -121,33 +176,61 @@ def _run(request: ModelRequest, out: str | Path, run: RunOptions, build_jobs: An
     from robustbench_rpc.results.store import ResultsStore
     from robustbench_rpc.results.tidy import cell_metrics
 
-    run.validate()
-    device = resolve_device(run.device)
-    torch.manual_seed(run.seed)
-    model, info, identity = request.load()
-    jobs = build_jobs(identity, model.preprocessing)
-    if not jobs:
-        raise UserError(f"Nothing to {what}: the plan has no cells.")
-    store = ResultsStore(out, create=True, allow_mixed=run.allow_mixed)
-    first = jobs[0].specs[0]
-    store.check_compatible(first)
+    shard = parse_shard(run.shard)
+
+    def prepare() -> tuple[Any, ...]:
+        device = resolve_device(device_name)
+        torch.manual_seed(run.seed)
+        model, info, identity = request.load()
+        jobs = build_jobs(identity, model.preprocessing)
+        if not jobs:
+            raise UserError(f"Nothing to {what}: the plan has no cells.")
+        return device, model, info, jobs
+
+    device, model, info, jobs = collective_step(ctx, prepare, "planning")
+    plan_keys = [spec.key() for spec in _plan_cells(jobs)]
+    settings = {"seed": run.seed, "batch_size": run.batch_size, "precision": run.precision}
+    plan_hash = plan_fingerprint(plan_keys, **settings)
+    check_plan_agreement(ctx, plan_fingerprint(plan_keys, shard=run.shard, **settings),
+                         {"cells": len(plan_keys), "shard": run.shard, **settings})
+    all_specs = _plan_cells(jobs)
+    jobs = collective_step(ctx, lambda: _select_shard(jobs, shard), "selecting the shard")
+    plan_info = {"hash": plan_hash, "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+                 "cells": [{"key": s.key(), "slug": s.slug()} for s in all_specs], **settings}
     options = EngineOptions(batch_size=run.batch_size, workers=run.workers, device=device, precision=run.precision,
-                            seed=run.seed, force=run.force, pin_memory=device.type == "cuda")
-    fingerprints = {}
-    for job in jobs:
-        fingerprints.setdefault(job.source.name, job.source.fingerprint())
-    provenance = collect_provenance(
-        run.command_line if run.command_line is not None else sys.argv, str(device), run.seed, info, fingerprints,
-        precision=run.precision, batch_size=run.batch_size, channels_last=run.channels_last, compile=run.compile,
-    )
-    run_id = store.start_run(provenance, model=first)
+                            seed=run.seed, force=run.force, pin_memory=device.type == "cuda",
+                            prefetch_factor=run.prefetch_factor, channels_last=run.channels_last, dist=ctx)
+    store: Any = None
+    provenance: dict[str, Any] = {}
+
+    def open_store() -> tuple[str, list[str]]:
+        nonlocal store, provenance
+        store = ResultsStore(out, create=True, allow_mixed=run.allow_mixed)
+        first = jobs[0].specs[0]
+        store.check_compatible(first)
+        fingerprints = {}
+        for job in jobs:
+            fingerprints.setdefault(job.source.name, job.source.fingerprint())
+        provenance = collect_provenance(
+            run.command_line if run.command_line is not None else sys.argv, str(device), run.seed, info,
+            fingerprints, precision=run.precision, batch_size=run.batch_size, channels_last=run.channels_last,
+            compile=run.compile, world_size=ctx.world_size, distributed_backend=ctx.backend, plan=plan_info,
+        )
+        run_id = store.start_run(provenance, model=first)
+        todo = [s.key() for job in jobs for s in job.specs if run.force or not store.has(s)]
+        return run_id, todo
+
+    run_id, todo = main_step(ctx, open_store, "opening the results directory")
     model = prepare_model(model, device, run.channels_last, run.compile)
-    summary = RunSummary(Path(out))
-    pending_jobs = [job for job in jobs if run.force or any(not store.has(s) for s in job.specs)]
-    with ProgressReporter(total_samples(pending_jobs), enabled=run.progress, description=what) as progress:
-        engine = Engine(model, store, provenance, run_id, options, progress)
+    summary = RunSummary(Path(out), rank=ctx.rank)
+    pending_jobs = [job for job in jobs if any(s.key() in set(todo) for s in job.specs)]
+    share = -(-total_samples(pending_jobs) // ctx.world_size)
+    with ProgressReporter(share, enabled=run.progress and ctx.is_main, description=what) as progress:
+        engine = Engine(model, store, provenance, run_id, options, progress, todo=set(todo))
         engine.run(jobs)
     summary.written, summary.skipped = engine.written, engine.skipped
+    if not ctx.is_main:
+        return summary
     import pandas as pd
 
     rows = []

@@ -16,6 +16,11 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="Results directory (creat
                                    rich_help_panel=RUN_PANEL)]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.", rich_help_panel=RUN_PANEL)]
 Workers = Annotated[int, typer.Option("--workers", help="DataLoader worker processes.", rich_help_panel=RUN_PANEL)]
+Prefetch = Annotated[int | None, typer.Option("--prefetch", help="Batches each data worker loads ahead "
+                                              "(with --workers > 0; default 2).", rich_help_panel=RUN_PANEL)]
+Shard = Annotated[str | None, typer.Option("--shard", help="Evaluate shard i of n (0-based, e.g. 0/4): the plan's "
+                                           "cells p with p % n == i, into this shard's own --out; combine with "
+                                           "'robustbench-rpc merge'.", rich_help_panel=RUN_PANEL)]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda, cuda:N.",
                                      rich_help_panel=RUN_PANEL)]
 Amp = Annotated[str, typer.Option("--amp", help="Precision: fp32, bf16 or fp16 (autocast).", rich_help_panel=RUN_PANEL)]
@@ -57,6 +62,8 @@ def _missing(value: Any) -> bool:
 
 
 def _print_summary(summary: Any, title: str) -> None:
+    if getattr(summary, "rank", 0) != 0:  # distributed: rank 0 reports for everyone
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -128,6 +135,7 @@ def evaluate_command(
     interpolation: opt.Interpolation = None,
     batch_size: BatchSize = 64,
     workers: Workers = 0,
+    prefetch: Prefetch = None,
     device: Device = "auto",
     amp: Amp = "fp32",
     channels_last: ChannelsLast = False,
@@ -135,6 +143,7 @@ def evaluate_command(
     seed: Seed = 0,
     force: Force = False,
     allow_mixed: AllowMixed = False,
+    shard: Shard = None,
     quiet: Quiet = False,
 ) -> None:
     """Evaluate a model on ImageNet, ImageNet-C (released or generated), ImageNet-A/R/O, a folder or the digits."""
@@ -150,7 +159,7 @@ def evaluate_command(
         limit=limit, subset=subset, corruptions=corruptions, severities=severities, allow_missing=allow_missing,
         labels_file=labels, class_list=classes, jpeg=jpeg, batch_size=batch_size, workers=workers, device=device,
         precision=amp, channels_last=channels_last, compile=compile_model, seed=seed, force=force,
-        allow_mixed=allow_mixed, progress=not quiet,
+        allow_mixed=allow_mixed, progress=not quiet, prefetch_factor=prefetch, shard=shard,
     )
     _print_summary(summary, f"{model}: evaluation")
 
@@ -196,10 +205,12 @@ def attack_command(
     interpolation: opt.Interpolation = None,
     batch_size: BatchSize = 64,
     workers: Workers = 0,
+    prefetch: Prefetch = None,
     device: Device = "auto",
     seed: Seed = 0,
     force: Force = False,
     allow_mixed: AllowMixed = False,
+    shard: Shard = None,
     quiet: Quiet = False,
 ) -> None:
     """Attack a model over a range of budgets; every (attack, eps) becomes a cell of the results directory."""
@@ -214,6 +225,6 @@ def attack_command(
         attack_options=parse_options(attack_option or []), compat=compat or False, dataset=dataset, data=data,
         limit=limit, subset=subset, labels_file=labels, class_list=classes, save_adv=save_adv,
         batch_size=batch_size, workers=workers, device=device, seed=seed, force=force, allow_mixed=allow_mixed,
-        progress=not quiet,
+        progress=not quiet, prefetch_factor=prefetch, shard=shard,
     )
     _print_summary(summary, f"{model}: attacks")

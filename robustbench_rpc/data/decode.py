@@ -59,18 +59,22 @@ def _decode_pil(data: bytes) -> Decoded:
 def decode_image_bytes(data: bytes) -> Decoded:
     """Decode image bytes to uint8 RGB [3, H, W]; grayscale, CMYK, RGBA, palette and 16-bit images are converted.
 
-    Fast path: ``torchvision.io.decode_image`` for 3-channel 8-bit images (bit-identical to PIL on JPEGs).
+    Fast path: ``torchvision.io.decode_image`` for RGB and grayscale JPEGs (bit-identical to PIL's pixels).
     Everything else goes through PIL's ``convert("RGB")``, the conversion timm's loader applies.
     Raises :class:`DecodeError` for empty, truncated or unreadable data.
     """
     if not data:
         raise DecodeError("empty file")
+    if not data.startswith(b"\xff\xd8\xff"):  # not a JPEG: PNG palettes etc. need PIL's colour handling
+        return _decode_pil(data)
     from torchvision.io import ImageReadMode, decode_image
 
     buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # torchvision only warns on some corrupt JPEGs: treat as failure
+            # ... but torchvision 0.29 also emits a DeprecationWarning on every decode, which is no failure
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
             tensor = decode_image(buffer, mode=ImageReadMode.UNCHANGED)
     except Exception:  # noqa: BLE001 - any torchvision failure falls back to PIL, which gives the reason
         return _decode_pil(data)

@@ -16,16 +16,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from robustbench_rpc.data.base import Batch, LoadReport
 from robustbench_rpc.data.classes import mask_logits
 from robustbench_rpc.engine.device import autocast
+from robustbench_rpc.engine.distributed import DistContext, gather_to_main
 from robustbench_rpc.engine.records import records_frame, records_from_logits
-from robustbench_rpc.engine.sources import BatchSource
+from robustbench_rpc.engine.sources import BatchSource, LoaderOptions
 from robustbench_rpc.results.schema import CellSpec
 
 
 @dataclass
 class EngineOptions:
-    """How to run: batch size, data workers, device, precision, seed, resume behaviour."""
+    """How to run: batch size, data loading, device, precision, seed, resume behaviour, distributed rank."""
 
     batch_size: int = 64
     workers: int = 0
@@ -34,6 +36,25 @@ class EngineOptions:
     seed: int = 0
     force: bool = False
     pin_memory: bool = False
+    prefetch_factor: int | None = None
+    channels_last: bool = False
+    dist: DistContext = field(default_factory=DistContext)
+
+    @property
+    def loading(self) -> LoaderOptions:
+        """The data-loading options of the sources."""
+        return LoaderOptions(self.workers, self.pin_memory, self.prefetch_factor)
+
+
+@dataclass
+class BatchPart:
+    """What one canonical batch produced: records per cell key and the batch's load accounting."""
+
+    number: int
+    rows: dict[str, list[dict[str, Any]]]
+    skipped: list[tuple[str, str]]
+    converted: list[tuple[str, str]]
+    loaded: int
 
 
 @dataclass
@@ -91,7 +112,12 @@ def cell_seed(seed: int, *parts: Any) -> int:
 
 
 class Engine:
-    """Runs jobs against a model, writes finished cells to a store, reports progress through a callback."""
+    """Runs jobs against a model, writes finished cells to a store, reports progress through a callback.
+
+    Distributed (``options.dist``): each rank runs its canonical batches, rank 0 gathers the parts and writes;
+    ``todo`` (cell keys decided by rank 0) replaces the store look-up on every rank; ``store`` may be None on
+    the other ranks.
+    """
 
     def __init__(
         self,
@@ -101,6 +127,7 @@ class Engine:
         run_id: str,
         options: EngineOptions,
         progress: Any = None,
+        todo: set[str] | None = None,
     ) -> None:
         self.model = model
         self.store = store
@@ -108,22 +135,51 @@ class Engine:
         self.run_id = run_id
         self.options = options
         self.progress = progress
+        self.todo = todo
         self.written: list[CellSpec] = []
         self.skipped: list[CellSpec] = []
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _forward(self, images: Tensor) -> Tensor:
         images = images.to(self.options.device, non_blocking=True)
+        if self.options.channels_last and images.ndim == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast(self.options.device, self.options.precision):
             return self.model(images).float()
 
-    def _write(self, spec: CellSpec, rows: list[dict[str, Any]], source: BatchSource, started: float,
-               extra: dict[str, Any] | None = None) -> None:
-        report = getattr(source, "report", None)
+    def _batches(self, source: BatchSource) -> Any:
+        dist = self.options.dist
+        return source.shard_batches(self.options.batch_size, dist.rank, dist.world_size, self.options.loading)
+
+    @staticmethod
+    def _part(number: int, batch: Batch, rows: dict[str, list[dict[str, Any]]]) -> BatchPart:
+        return BatchPart(number, rows, list(batch.skipped), list(batch.converted), len(batch))
+
+    def _finish(self, specs: Sequence[CellSpec], parts: list[BatchPart], source: BatchSource, started: float,
+                extra: dict[str, Any] | None = None) -> None:
+        """Gather the parts on rank 0 and write each cell there (records in dataset order, one load report)."""
+        gathered = gather_to_main(self.options.dist, parts)
+        if gathered is None:  # not rank 0: rank 0 writes
+            self.written.extend(specs)
+            return
+        ordered = sorted((p for rank_parts in gathered for p in rank_parts), key=lambda p: p.number)
+        report = LoadReport()
+        report.add_missing(source.missing())
+        for part in ordered:
+            report.skipped.extend(part.skipped)
+            report.converted.update(mode for _, mode in part.converted)
+            report.loaded += part.loaded
+        for spec in specs:
+            rows = [row for part in ordered for row in part.rows.get(spec.key(), [])]
+            self._write(spec, rows, source, report, started, extra)
+
+    def _write(self, spec: CellSpec, rows: list[dict[str, Any]], source: BatchSource, report: LoadReport,
+               started: float, extra: dict[str, Any] | None = None) -> None:
         payload = {"seconds": round(time.perf_counter() - started, 3), "batch_size": self.options.batch_size,
-                   "precision": self.options.precision, "dataset_fingerprint": source.fingerprint()}
-        if report is not None:
-            payload["load_report"] = report.as_dict()
+                   "precision": self.options.precision, "dataset_fingerprint": source.fingerprint(),
+                   "load_report": report.as_dict()}
+        if self.options.dist.enabled:
+            payload["world_size"] = self.options.dist.world_size
         payload.update(extra or {})
         self.store.write_cell(spec, records_frame(rows), self.provenance, extra=payload, run_id=self.run_id)
         self.written.append(spec)
@@ -134,6 +190,8 @@ class Engine:
 
     def pending(self, job: Job) -> list[CellSpec]:
         """Return the cells of ``job`` that still have to be computed."""
+        if self.todo is not None:
+            return [s for s in job.specs if s.key() in self.todo]
         if self.options.force:
             return job.specs
         return [s for s in job.specs if not self.store.has(s)]
@@ -155,65 +213,73 @@ class Engine:
 
     def _classify(self, job: ClassifyJob) -> None:
         started = time.perf_counter()
-        rows: list[dict[str, Any]] = []
-        label = job.spec.slug()
+        parts: list[BatchPart] = []
+        label, key = job.spec.slug(), job.spec.key()
         total = len(job.source)
-        for batch in job.source.batches(self.options.batch_size, self.options.workers, self.options.pin_memory):
-            images = job.transform(batch.images) if job.transform else batch.images
-            logits = mask_logits(self._forward(images), job.source.class_indices).cpu()
-            rows.extend(records_from_logits(logits, batch.labels, batch.sample_ids, batch.indices,
-                                            batch.is_ood if job.ood else None))
+        for number, batch in self._batches(job.source):
+            rows: list[dict[str, Any]] = []
+            if len(batch):
+                images = job.transform(batch.images) if job.transform else batch.images
+                logits = mask_logits(self._forward(images), job.source.class_indices).cpu()
+                rows = records_from_logits(logits, batch.labels, batch.sample_ids, batch.indices,
+                                           batch.is_ood if job.ood else None)
+            parts.append(self._part(number, batch, {key: rows}))
             self._tick(label, len(batch) + len(batch.skipped), total)
-        self._write(job.spec, rows, job.source, started)
+        self._finish([job.spec], parts, job.source, started)
 
     def _generated(self, job: GeneratedCorruptionJob, todo: set[str]) -> None:
         from robustbench_rpc.corruptions import corrupt, jpeg_roundtrip
 
         cells = [c for c in job.cells if c[0].key() in todo]
-        rows: dict[str, list[dict[str, Any]]] = {spec.key(): [] for spec, _, _ in cells}
+        parts: list[BatchPart] = []
         started = time.perf_counter()
         total = len(job.source) * len(cells)
         seed = self.options.seed
         device = self.options.device
-        for batch in job.source.batches(self.options.batch_size, self.options.workers, self.options.pin_memory):
-            clean = batch.images.to(device, non_blocking=True)
-            start = int(batch.indices[0]) if len(batch.indices) else 0
-            for spec, name, severity in cells:
-                gen = torch.Generator().manual_seed(cell_seed(seed, name, severity, start))
-                images = corrupt(clean, name, severity, generator=gen)
-                if job.jpeg_quality is not None:
-                    images = jpeg_roundtrip(images, job.jpeg_quality)
-                if images.dtype == torch.uint8:
-                    images = images.float() / 255.0
-                if job.to_model is not None:
-                    images = job.to_model(images)
-                logits = mask_logits(self._forward(images), job.source.class_indices).cpu()
-                rows[spec.key()].extend(records_from_logits(logits, batch.labels, batch.sample_ids, batch.indices))
-                self._tick("generated corruptions", len(batch), total)
-        for spec, _, _ in cells:
-            self._write(spec, rows[spec.key()], job.source, started, {"generated": True})
+        for number, batch in self._batches(job.source):
+            rows: dict[str, list[dict[str, Any]]] = {spec.key(): [] for spec, _, _ in cells}
+            if len(batch):
+                clean = batch.images.to(device, non_blocking=True)  # corruptions run on the model's device
+                start = int(batch.indices[0])
+                for spec, name, severity in cells:
+                    gen = torch.Generator().manual_seed(cell_seed(seed, name, severity, start))
+                    images = corrupt(clean, name, severity, generator=gen)
+                    if job.jpeg_quality is not None:
+                        images = jpeg_roundtrip(images, job.jpeg_quality)
+                    if images.dtype == torch.uint8:
+                        images = images.float() / 255.0
+                    if job.to_model is not None:
+                        images = job.to_model(images)
+                    logits = mask_logits(self._forward(images), job.source.class_indices).cpu()
+                    rows[spec.key()] = records_from_logits(logits, batch.labels, batch.sample_ids, batch.indices)
+                    self._tick("generated corruptions", len(batch), total)
+            parts.append(self._part(number, batch, rows))
+        self._finish([spec for spec, _, _ in cells], parts, job.source, started, {"generated": True})
 
     def _attack(self, job: AttackJob) -> None:
         from robustbench_rpc.attacks import run_attack
 
         started = time.perf_counter()
-        rows: list[dict[str, Any]] = []
-        label = job.spec.slug()
+        parts: list[BatchPart] = []
+        label, key = job.spec.slug(), job.spec.key()
         total = len(job.source)
-        for batch in job.source.batches(self.options.batch_size, self.options.workers, self.options.pin_memory):
-            start = int(batch.indices[0]) if len(batch.indices) else 0
-            seed = cell_seed(self.options.seed, job.spec.key(), start)
-            result = run_attack(self.model, batch.images, batch.labels, job.attack, seed=seed, compat=job.compat)
-            batch_rows = result.records(batch.labels, sample_ids=batch.sample_ids)
-            for row, index in zip(batch_rows, batch.indices.tolist(), strict=True):
-                row["index"] = int(index)
-            rows.extend(batch_rows)
-            if job.save_adv is not None:
-                from pathlib import Path
+        for number, batch in self._batches(job.source):
+            batch_rows: list[dict[str, Any]] = []
+            if len(batch):
+                start = int(batch.indices[0])
+                seed = cell_seed(self.options.seed, job.spec.key(), start)
+                result = run_attack(self.model, batch.images, batch.labels, job.attack, seed=seed,
+                                    compat=job.compat)
+                batch_rows = result.records(batch.labels, sample_ids=batch.sample_ids)
+                for row, index in zip(batch_rows, batch.indices.tolist(), strict=True):
+                    row["index"] = int(index)
+                if job.save_adv is not None:
+                    from pathlib import Path
 
-                from robustbench_rpc.attacks import save_adversarial
+                    from robustbench_rpc.attacks import save_adversarial
 
-                save_adversarial(Path(job.save_adv) / job.spec.slug(), result, batch.images, batch.labels,
-                                 index_offset=start, sample_ids=batch.sample_ids, n_png=8)
+                    save_adversarial(Path(job.save_adv) / job.spec.slug(), result, batch.images, batch.labels,
+                                     index_offset=start, sample_ids=batch.sample_ids, n_png=8)
+            parts.append(self._part(number, batch, {key: batch_rows}))
             self._tick(label, len(batch), total)
-        self._write(job.spec, rows, job.source, started, {"attack": job.attack.label()})
+        self._finish([job.spec], parts, job.source, started, {"attack": job.attack.label()})

@@ -9,7 +9,17 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from robustbench_rpc.data.base import Batch, ImageListDataset, LoadReport
+from robustbench_rpc.data.base import Batch, ImageListDataset, LoadReport, collate
+from robustbench_rpc.engine.distributed import canonical_batches
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How batches are loaded: worker processes, pinned memory, batches prefetched per worker."""
+
+    workers: int = 0
+    pin_memory: bool = False
+    prefetch_factor: int | None = None
 
 
 class BatchSource(Protocol):
@@ -23,6 +33,11 @@ class BatchSource(Protocol):
     def fingerprint(self) -> dict[str, Any]: ...
 
     def batches(self, batch_size: int, workers: int = 0, pin_memory: bool = False) -> Iterator[Batch]: ...
+
+    def shard_batches(self, batch_size: int, rank: int = 0, world_size: int = 1,
+                      loading: LoaderOptions | None = None) -> Iterator[tuple[int, Batch]]: ...
+
+    def missing(self) -> list[tuple[str, str]]: ...
 
 
 @dataclass
@@ -52,6 +67,30 @@ class FileSource:
             self.report.add(batch)
             if len(batch):
                 yield batch
+
+    def missing(self) -> list[tuple[str, str]]:
+        """Return (sample_id, reason) of files the dataset's list named but that were not found."""
+        return list(self.dataset.missing)
+
+    def shard_batches(self, batch_size: int, rank: int = 0, world_size: int = 1,
+                      loading: LoaderOptions | None = None) -> Iterator[tuple[int, Batch]]:
+        """Yield ``(number, batch)`` for the canonical batches of this rank (all when ``world_size`` is 1).
+
+        Batches may be empty when every file in them was unreadable (their ``skipped`` lists say why).
+        """
+        from torch.utils.data import DataLoader
+
+        loading = loading or LoaderOptions()
+        plan = canonical_batches(len(self.dataset), batch_size, rank, world_size)
+        if not plan:
+            return
+        extra: dict[str, Any] = {}
+        if loading.workers > 0:
+            extra["prefetch_factor"] = loading.prefetch_factor or 2
+        loader = DataLoader(self.dataset, batch_sampler=[list(r) for _, r in plan], num_workers=loading.workers,
+                            collate_fn=collate, pin_memory=loading.pin_memory, **extra)
+        for (number, _), batch in zip(plan, loader, strict=True):
+            yield number, batch
 
 
 @dataclass
@@ -94,3 +133,22 @@ class TensorSource:
             )
             self.report.add(batch)
             yield batch
+
+    def missing(self) -> list[tuple[str, str]]:
+        """Tensors in memory have no missing files."""
+        return []
+
+    def shard_batches(self, batch_size: int, rank: int = 0, world_size: int = 1,
+                      loading: LoaderOptions | None = None) -> Iterator[tuple[int, Batch]]:
+        """Yield ``(number, batch)`` for the canonical batches of this rank (all when ``world_size`` is 1)."""
+        pin = loading is not None and loading.pin_memory
+        for number, positions in canonical_batches(len(self), batch_size, rank, world_size):
+            start, stop = positions.start, positions.stop
+            images = self.images[start:stop]
+            yield number, Batch(
+                images=images.pin_memory() if pin else images,
+                labels=self.labels[start:stop],
+                sample_ids=self.sample_ids[start:stop],
+                indices=torch.arange(start, stop),
+                is_ood=torch.zeros(stop - start, dtype=torch.bool),
+            )

@@ -264,6 +264,18 @@ class ResultsStore:
         self._save_manifest()
         return run_id
 
+    def import_run(self, record: dict[str, Any]) -> None:
+        """Copy the provenance of a run made elsewhere (e.g. a shard being merged) under its own run id."""
+        run_id = str(record["run_id"])
+        if any(entry.get("run_id") == run_id for entry in self.manifest.get("runs", [])):
+            return
+        atomic_write_bytes(self.runs_dir / f"{run_id}.json", _json_bytes(record))
+        self.manifest = self._read_manifest()
+        self.manifest.setdefault("runs", []).append(
+            {"run_id": run_id, "file": f"runs/{run_id}.json", "time": record.get("time")}
+        )
+        self._save_manifest()
+
     def runs(self) -> list[dict[str, Any]]:
         """Return the provenance of every recorded run, oldest first."""
         out = []

@@ -1,0 +1,189 @@
+"""Throughput of the evaluation pipeline, as ratios against baselines measured in the same run.
+
+1. clean evaluation: ``robustbench_rpc.api.evaluate`` (torchvision.io decode, uint8 tensor resize, engine, records
+   written to Parquet) vs an official-style loop (torchvision ImageFolder + PIL + timm eval transforms + plain
+   model forward), same model, same images, same batch size, same DataLoader workers;
+2. ImageNet-C: on the fly (one decode of the validation images serves all cells) vs reading a released-style
+   ImageNet-C tree written by ``robustbench-rpc corrupt`` (same cells, same images);
+3. model-bound check: our clean images/s divided by the model's forward-only images/s on preloaded tensors.
+
+Usage: python benchmarks/pipeline.py [--model deit_tiny_patch16_224] [--threads 2] [--workers 1] [--batch-size 25]
+       [--images 100] [--c-images 48] [--corruptions gaussian_noise,contrast,fog] [--severity 3]
+Needs ../shared/data/imagenet-val-100 (skips with a message when absent). Random weights, nothing downloaded.
+Torch threads are pinned with --threads (small ops are very slow under contention on a shared 2-core machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data" / "imagenet-val-100"
+
+
+def limited_folder(src: Path, dst: Path, n: int) -> Path:
+    """Symlink the first ``n`` images (sorted) of ``src`` into ``dst`` (same <wnid>/<file> layout)."""
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in (".jpeg", ".jpg", ".png"))
+    for path in files[:n]:
+        target = dst / path.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(path.resolve())
+    return dst
+
+
+def official_loop(model, root: Path, batch_size: int, workers: int) -> tuple[float, int]:
+    """RobustBench/timm-style evaluation: ImageFolder + PIL + timm transform + plain forward; (seconds, images)."""
+    import timm.data
+    import torch
+    from torchvision.datasets import ImageFolder
+
+    inner = model.model  # the timm model taking normalized input
+    config = timm.data.resolve_data_config({}, model=inner)
+    transform = timm.data.create_transform(**config)
+    loader = torch.utils.data.DataLoader(ImageFolder(str(root), transform=transform), batch_size=batch_size,
+                                         shuffle=False, num_workers=workers)
+    start, n, correct = time.perf_counter(), 0, 0
+    with torch.no_grad():
+        for images, labels in loader:
+            logits = inner(images)
+            correct += int((logits.argmax(1) == labels).sum())
+            n += len(labels)
+    return time.perf_counter() - start, n
+
+
+def data_only(model, root: Path, batch_size: int, workers: int, official: bool) -> tuple[float, int]:
+    """Decode + transform + collate only (no model): ours (FileSource) or the official-style ImageFolder loop."""
+    import timm.data
+    import torch
+    from torchvision.datasets import ImageFolder
+
+    from robustbench_rpc.data import build_dataset
+    from robustbench_rpc.engine.sources import FileSource, LoaderOptions
+
+    start, n = time.perf_counter(), 0
+    if official:
+        config = timm.data.resolve_data_config({}, model=model.model)
+        loader = torch.utils.data.DataLoader(ImageFolder(str(root), transform=timm.data.create_transform(**config)),
+                                             batch_size=batch_size, shuffle=False, num_workers=workers)
+        for images, _ in loader:
+            n += len(images)
+    else:
+        source = FileSource(build_dataset("imagenet", root, model.preprocessing))
+        for _, batch in source.shard_batches(batch_size, loading=LoaderOptions(workers)):
+            n += len(batch)
+    return time.perf_counter() - start, n
+
+
+def ours(model, out: Path, batch_size: int, workers: int, **kw) -> tuple[float, int]:
+    """Our pipeline end to end (records written); return (seconds, sample evaluations)."""
+    from robustbench_rpc.api import evaluate
+
+    start = time.perf_counter()
+    summary = evaluate(model, out=out, batch_size=batch_size, workers=workers, device="cpu", progress=False,
+                       force=True, **kw)
+    seconds = time.perf_counter() - start
+    n = int(summary.table.query("metric == 'top1'")["n"].sum())
+    return seconds, n
+
+
+def forward_only(model, batch_size: int, n: int) -> tuple[float, int]:
+    """Forward passes on preloaded tensors (the model's own speed); return (seconds, images)."""
+    import torch
+
+    x = torch.rand(batch_size, 3, 224, 224)
+    batches = max(1, n // batch_size)
+    with torch.inference_mode():
+        model(x)
+        start = time.perf_counter()
+        for _ in range(batches):
+            model(x)
+    return time.perf_counter() - start, batches * batch_size
+
+
+def best(fn, repeats: int) -> tuple[float, int]:
+    """Fastest of ``repeats`` calls of ``fn`` returning (seconds, images)."""
+    runs = [fn() for _ in range(repeats)]
+    return min(runs, key=lambda r: r[0] / r[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="deit_tiny_patch16_224", help="timm or robustbench-rpc name (random "
+                        "weights)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (pinned)")
+    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers, both pipelines")
+    parser.add_argument("--batch-size", type=int, default=25)
+    parser.add_argument("--images", type=int, default=100, help="images for the clean comparison")
+    parser.add_argument("--c-images", type=int, default=48, help="images for the ImageNet-C comparison")
+    parser.add_argument("--corruptions", default="gaussian_noise,contrast,fog")
+    parser.add_argument("--severity", default="3")
+    parser.add_argument("--repeats", type=int, default=1, help="repeat each measurement, keep the fastest")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        print(f"skipped: {DATA} not found (the benchmark needs 100 ImageNet validation images)")
+        return 0
+    import torch
+
+    import robustbench_rpc
+    from robustbench_rpc.cli.app import main as cli
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = robustbench_rpc.load_model(args.model).eval()
+    print(f"model {args.model} (random weights), threads {torch.get_num_threads()}, workers {args.workers}, "
+          f"batch {args.batch_size}, torch {torch.__version__}")
+    rows: list[tuple[str, str, float, float]] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        clean = limited_folder(DATA, tmp / "val", args.images)
+        base = best(lambda: official_loop(model, clean, args.batch_size, args.workers), args.repeats)
+        mine = best(lambda: ours(model, tmp / "r-clean", args.batch_size, args.workers, suite="clean",
+                                 paths={"imagenet": str(clean)}), args.repeats)
+        data_base = best(lambda: data_only(model, clean, args.batch_size, args.workers, True), args.repeats)
+        data_mine = best(lambda: data_only(model, clean, args.batch_size, args.workers, False), args.repeats)
+        fwd = best(lambda: forward_only(model, args.batch_size, args.images), args.repeats)
+        base_ips, mine_ips, fwd_ips = base[1] / base[0], mine[1] / mine[0], fwd[1] / fwd[0]
+        rows.append(("clean: ours vs official-style loop", f"{mine_ips:.2f} vs {base_ips:.2f} img/s",
+                     mine_ips / base_ips, 1.3))
+        rows.append(("data path only: ours vs official-style",
+                     f"{data_mine[1] / data_mine[0]:.1f} vs {data_base[1] / data_base[0]:.1f} img/s",
+                     (data_mine[1] / data_mine[0]) / (data_base[1] / data_base[0]), 1.3))
+        rows.append(("model-bound: ours / forward-only", f"{mine_ips:.2f} vs {fwd_ips:.2f} img/s",
+                     mine_ips / fwd_ips, 1.0))
+
+        c_val = limited_folder(DATA, tmp / "val-c", args.c_images)
+        tree = tmp / "imagenet-c"
+        start = time.perf_counter()
+        try:
+            cli(["corrupt", "--input", str(c_val), "--output", str(tree), "--corruptions", args.corruptions,
+                 "--severities", args.severity])
+        except SystemExit as exc:
+            if exc.code:
+                raise
+        written_s = time.perf_counter() - start
+        c_kw = {"suite": "imagenet-c", "corruptions": args.corruptions, "severities": args.severity}
+        released = best(lambda: ours(model, tmp / "r-rel", args.batch_size, args.workers,
+                                     paths={"imagenet-c": str(tree)}, **c_kw), args.repeats)
+        generated = best(lambda: ours(model, tmp / "r-gen", args.batch_size, args.workers,
+                                      paths={"imagenet-c": "generated", "imagenet": str(c_val)}, **c_kw),
+                         args.repeats)
+        gen_ips, rel_ips = generated[1] / generated[0], released[1] / released[0]
+        cells = len(args.corruptions.split(",")) * len(args.severity.split(","))
+        rows.append((f"ImageNet-C ({cells} cells): on the fly vs released tree",
+                     f"{gen_ips:.2f} vs {rel_ips:.2f} img/s", gen_ips / rel_ips, 1.0))
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'comparison':<{width}}  {'throughput':>26}  {'ratio':>6}  {'target':>6}")
+    for name, detail, ratio, target in rows:
+        print(f"{name:<{width}}  {detail:>26}  {ratio:6.2f}  {target:6.2f}")
+    print(f"\n(writing the released-style tree with `robustbench-rpc corrupt` took {written_s:.1f} s, "
+          f"not counted above)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""Spreading a run: torch.distributed ranks (launched by torchrun) and ``--shard i/n`` for job arrays.
+
+torchrun: every rank builds the same plan, the ranks check that their plans agree, each rank evaluates the
+canonical batches ``b`` of every cell with ``b % world_size == rank`` (batch ``b`` holds dataset positions
+``[b * batch_size, (b + 1) * batch_size)``, exactly as in a single-process run, so seeds keyed on batches and
+batch-dependent numerics are unchanged), the per-batch records are gathered to rank 0, which sorts them and
+writes the cell. Other ranks write nothing. Results equal a single-process run with the same ``--batch-size``.
+
+Shards: ``--shard i/n`` (0-based, ``0 <= i < n``) keeps the cells at positions ``p`` of the plan with
+``p % n == i``; each shard writes its own results directory and ``robustbench-rpc merge`` combines them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+
+from robustbench_rpc.errors import UserError
+
+T = TypeVar("T")
+
+_SHARD = re.compile(r"^\s*(-?\d+)\s*/\s*(-?\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """The process's place in a distributed run (world size 1 and rank 0 when not distributed)."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    backend: str | None = None
+    owns_group: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        """True when several processes share the work."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes results (rank 0)."""
+        return self.rank == 0
+
+
+def env_world() -> tuple[int, int, int]:
+    """Return (world size, rank, local rank) from the torchrun environment (1, 0, 0 when absent)."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise UserError("WORLD_SIZE, RANK and LOCAL_RANK must be integers (as torchrun sets them).") from None
+    if world < 1 or not 0 <= rank < world:
+        raise UserError(f"Distributed environment is inconsistent: RANK={rank}, WORLD_SIZE={world}.")
+    return world, rank, local
+
+
+def init_distributed(device_name: str | None, timeout_s: float = 1800.0) -> tuple[DistContext, str | None]:
+    """Join the torchrun process group when WORLD_SIZE > 1; return the context and the device to use.
+
+    The backend is NCCL when the run uses CUDA (device ``cuda:LOCAL_RANK`` unless a device index is given) and
+    gloo on the CPU. Without torchrun this returns a single-process context and the device unchanged.
+    """
+    import torch.distributed as dist
+
+    world, rank, local = env_world()
+    if world == 1:
+        return DistContext(), device_name
+    use_cuda = torch.cuda.is_available() and (device_name in (None, "", "auto") or
+                                              str(device_name).startswith("cuda"))
+    if use_cuda:
+        device_name = device_name if str(device_name).startswith("cuda:") else f"cuda:{local}"
+        torch.cuda.set_device(torch.device(device_name))
+    else:
+        device_name = "cpu"
+    backend = os.environ.get("ROBUSTBENCH_RPC_BACKEND") or ("nccl" if use_cuda else "gloo")
+    owns = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+        owns = True
+    return DistContext(dist.get_world_size(), dist.get_rank(), local, backend, owns), device_name
+
+
+def shutdown(ctx: DistContext) -> None:
+    """Leave the process group if this module created it."""
+    import torch.distributed as dist
+
+    if ctx.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_gather(ctx: DistContext, obj: T) -> list[T]:
+    """Return every rank's ``obj`` (rank order); ``[obj]`` when not distributed."""
+    if not ctx.enabled:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_to_main(ctx: DistContext, obj: T) -> list[T] | None:
+    """Return every rank's ``obj`` on rank 0 (rank order) and None elsewhere; ``[obj]`` when not distributed."""
+    if not ctx.enabled:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] | None = [None] * ctx.world_size if ctx.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def collective_step(ctx: DistContext, step: Callable[[], T], what: str) -> T:
+    """Run ``step`` on every rank; if it raises a UserError on any rank, raise it on every rank.
+
+    Every rank reaches the same collective whatever happens, so no rank waits forever for a rank that failed.
+    """
+    try:
+        value, error = step(), None
+    except UserError as exc:
+        value, error = None, str(exc)
+    if not ctx.enabled:
+        if error is not None:
+            raise UserError(error)
+        return value  # type: ignore[return-value]
+    errors = all_gather(ctx, error)
+    failed = [(rank, e) for rank, e in enumerate(errors) if e is not None]
+    if failed:
+        rank, message = failed[0]
+        raise UserError(f"{message} (rank {rank} of {ctx.world_size}, while {what})")
+    return value  # type: ignore[return-value]
+
+
+def main_step(ctx: DistContext, step: Callable[[], T], what: str) -> T:
+    """Run ``step`` on rank 0 only and hand its value to every rank; a UserError there is raised everywhere."""
+    if not ctx.enabled:
+        return step()
+    import torch.distributed as dist
+
+    payload: list[Any] = [None]
+    if ctx.is_main:
+        try:
+            payload = [("ok", step())]
+        except UserError as exc:
+            payload = [("error", str(exc))]
+    dist.broadcast_object_list(payload, src=0)
+    status, value = payload[0]
+    if status == "error":
+        raise UserError(value if ctx.is_main else f"{value} (on rank 0, while {what})")
+    return value
+
+
+def check_plan_agreement(ctx: DistContext, fingerprint: str, described: dict[str, Any]) -> None:
+    """Raise a UserError on every rank when the ranks were launched with different plans."""
+    gathered = all_gather(ctx, (fingerprint, described))
+    prints = {fp for fp, _ in gathered}
+    if len(prints) > 1:
+        lines = "; ".join(f"rank {r}: {json.dumps(d, sort_keys=True, default=str)}"
+                          for r, (_, d) in enumerate(gathered))
+        raise UserError("The ranks of this distributed run disagree on the plan (launch every rank with the same "
+                        f"arguments): {lines}.")
+
+
+def plan_fingerprint(cell_keys: Sequence[str], **settings: Any) -> str:
+    """Return a SHA-256 of the plan: the ordered cell keys (model identity included) and result-changing settings."""
+    blob = json.dumps({"cells": list(cell_keys), **settings}, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """Parse ``i/n`` (0-based shard i of n); None for no sharding; bad specs are a UserError."""
+    if text is None or str(text).strip() == "":
+        return None
+    match = _SHARD.match(str(text))
+    if not match:
+        raise UserError(f"--shard {text!r} is not of the form i/n (0-based shard i of n, e.g. 0/4).")
+    index, count = int(match.group(1)), int(match.group(2))
+    if count < 1:
+        raise UserError(f"--shard {text!r}: the number of shards n must be >= 1.")
+    if not 0 <= index < count:
+        raise UserError(f"--shard {text!r}: the shard index i must be in 0..{count - 1} (shards are 0-based).")
+    return index, count
+
+
+def shard_of(position: int, count: int) -> int:
+    """Return the shard that owns the cell at ``position`` of the plan."""
+    return position % count
+
+
+def canonical_batches(total: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[tuple[int, range]]:
+    """Return ``(batch number, dataset positions)`` of the canonical batches this rank evaluates."""
+    out = []
+    for number, start in enumerate(range(0, total, batch_size)):
+        if number % world_size == rank:
+            out.append((number, range(start, min(start + batch_size, total))))
+    return out
