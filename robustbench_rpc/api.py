@@ -70,6 +70,8 @@ class ModelRequest:
             info = model.info.as_dict()
             sha = info.get("checkpoint_sha256")
             options = dict(self.options)
+            if name != self.model:  # a label given by the user: keep the architecture in the identity
+                options["architecture"] = self.model
             if self.num_classes is not None:
                 options["num_classes"] = self.num_classes
             if self.use_ema:
@@ -182,6 +184,8 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
         device = resolve_device(device_name)
         torch.manual_seed(run.seed)
         model, info, identity = request.load()
+        if run.precision != "fp32":  # autocast changes the numbers: AMP results are not fp32 results
+            identity = {**identity, "model_options": {**identity["model_options"], "precision": run.precision}}
         jobs = build_jobs(identity, model.preprocessing)
         if not jobs:
             raise UserError(f"Nothing to {what}: the plan has no cells.")
