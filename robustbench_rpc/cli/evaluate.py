@@ -102,9 +102,13 @@ def evaluate_command(
                                                     rich_help_panel=DATA_PANEL)] = None,
     imagenet_c: Annotated[str | None, typer.Option("--imagenet-c", help="ImageNet-C folder, or 'generated' to "
                           "corrupt the validation images on the fly.", rich_help_panel=DATA_PANEL)] = None,
-    imagenet_a: Annotated[str | None, typer.Option("--imagenet-a", rich_help_panel=DATA_PANEL)] = None,
-    imagenet_r: Annotated[str | None, typer.Option("--imagenet-r", rich_help_panel=DATA_PANEL)] = None,
-    imagenet_o: Annotated[str | None, typer.Option("--imagenet-o", rich_help_panel=DATA_PANEL)] = None,
+    imagenet_a: Annotated[str | None, typer.Option("--imagenet-a", help="ImageNet-A folder (<wnid>/*).",
+                                                      rich_help_panel=DATA_PANEL)] = None,
+    imagenet_r: Annotated[str | None, typer.Option("--imagenet-r", help="ImageNet-R folder (<wnid>/*).",
+                                                      rich_help_panel=DATA_PANEL)] = None,
+    imagenet_o: Annotated[str | None, typer.Option("--imagenet-o", help="ImageNet-O folder (<wnid>/*); needs "
+                                                      "--imagenet for the in-distribution images.",
+                                                      rich_help_panel=DATA_PANEL)] = None,
     folder: Annotated[str | None, typer.Option("--folder", help="An ImageFolder of wnid classes "
                                                   "(--suite folder).", rich_help_panel=DATA_PANEL)] = None,
     corruptions: Annotated[str | None, typer.Option("--corruptions", help="all, standard (default), extra or "
