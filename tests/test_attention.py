@@ -98,7 +98,11 @@ def test_torch_compile_traces_pap():
 
 def test_config_validation():
     assert RPCConfig(layers="all").block_indices(4) == (0, 1, 2, 3)
-    assert RPCConfig(layers=[-1, 0]).validate(4).layers == (0, 3)
+    assert RPCConfig(layers=[3, 0, 3]).validate(4).layers == (0, 3)
+    assert RPCConfig(layers=-1).validate(4).layers == "all"  # the official --layer -1
+    assert parse_layers("-1") == "all"
+    with pytest.raises(UserError, match="negative block indices"):
+        parse_layers([-2, 0])
     assert parse_layers("0, 2") == (0, 2)
     with pytest.raises(UserError, match="rpc_iters must be an integer >= 1"):
         RPCConfig(iters=0).validate(4)

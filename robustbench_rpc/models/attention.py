@@ -129,13 +129,13 @@ class RPCConfig:
             raise UserError(f"rpc_threshold must be 'code' or 'paper', got {self.threshold!r}.")
         layers = parse_layers(self.layers)
         if not isinstance(layers, str):
-            bad = [i for i in layers if not -depth <= i < depth]
+            bad = [i for i in layers if i >= depth]
             if bad:
                 raise UserError(
                     f"rpc_layers index {bad[0]} is out of range for a model with {depth} blocks "
                     f"(expected 0..{depth - 1}, 'first' or 'all')."
                 )
-            layers = tuple(sorted({i % depth for i in layers}))
+            layers = tuple(sorted(set(layers)))
         return RPCConfig(iters=self.iters, lam=float(self.lam), layers=layers, threshold=self.threshold)
 
     def block_indices(self, depth: int) -> tuple[int, ...]:
@@ -145,7 +145,7 @@ class RPCConfig:
             return (0,)
         if layers == "all":
             return tuple(range(depth))
-        return tuple(sorted({i % depth for i in layers}))
+        return tuple(sorted(set(layers)))
 
     def describe(self, depth: int) -> str:
         """Return a short human description, e.g. ``PAP n=4 lambda=4 in blocks [0] (code threshold)``."""
@@ -156,25 +156,37 @@ class RPCConfig:
 
 
 def parse_layers(layers: LayerSpec | int) -> str | tuple[int, ...]:
-    """Normalise a layer selection: 'first', 'all', an int, a list of ints or a string like '0,3,5'."""
+    """Normalise a layer selection: 'first', 'all', an int, a list of ints or a string like '0,3,5'.
+
+    As in the official code's ``--layer -1``, the single index -1 means every block; other negative indices are
+    refused as ambiguous.
+    """
     if isinstance(layers, bool):
         raise UserError(f"rpc_layers must be 'first', 'all' or block indices, got {layers!r}.")
     if isinstance(layers, int):
-        return (layers,)
+        layers = (layers,)
     if isinstance(layers, str):
         text = layers.strip().lower()
         if text in ("first", "all"):
             return text
         try:
-            return tuple(int(p) for p in text.replace(" ", "").split(",") if p)
+            layers = tuple(int(p) for p in text.replace(" ", "").split(",") if p)
         except ValueError:
             raise UserError(
                 f"rpc_layers must be 'first', 'all' or comma-separated block indices, got {layers!r}."
             ) from None
     try:
-        return tuple(int(i) for i in layers)
+        indices = tuple(int(i) for i in layers)
     except (TypeError, ValueError):
         raise UserError(f"rpc_layers must be 'first', 'all' or block indices, got {layers!r}.") from None
+    if indices == (-1,):
+        return "all"
+    if any(i < 0 for i in indices):
+        raise UserError(
+            f"rpc_layers {list(indices)} has negative block indices; -1 alone means every block (as the official "
+            "--layer -1), otherwise give indices from 0."
+        )
+    return indices
 
 
 class SymmetricAttention(nn.Module):
