@@ -44,16 +44,20 @@ class ModelRequest:
     num_classes: int | None = None
     preprocessing: dict[str, Any] = field(default_factory=dict)
 
-    def load(self) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    def load(self, seed: int = 0) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
         """Return (pixel-space model, model info for provenance, identity fields for cell specs)."""
+        from robustbench_rpc.models.checkpoint import weights_fingerprint
         from robustbench_rpc.models.wrapper import NormalizedModel, load_model
 
         if isinstance(self.model, nn.Module):
             model = self.model
-            name = self.name or type(model).__name__
-            info = model.info.as_dict() if isinstance(model, NormalizedModel) and model.info else {"name": name}
+            info = model.info.as_dict() if isinstance(model, NormalizedModel) and model.info else {}
+            name = self.name or info.get("name") or type(model).__name__
+            info.setdefault("name", name)
             sha = info.get("checkpoint_sha256")
-            options = dict(self.options)
+            options = {**info.get("options", {}), **self.options}
+            if sha is None:  # a ready module: its weights identify it
+                options["weights_sha256"] = weights_fingerprint(model)
         else:
             builder_options = dict(self.options)
             num_classes = builder_options.pop("num_classes", self.num_classes)
@@ -72,6 +76,10 @@ class ModelRequest:
             options = dict(self.options)
             if name != self.model:  # a label given by the user: keep the architecture in the identity
                 options["architecture"] = self.model
+            if sha is None and ":" not in self.model:
+                options["weights_sha256"] = weights_fingerprint(model)
+                print(f"Warning: {self.model} has no checkpoint, so it runs with random weights (seed {seed}); "
+                      "pass --checkpoint for meaningful numbers.", file=sys.stderr)
             if self.num_classes is not None:
                 options["num_classes"] = self.num_classes
             if self.use_ema:
@@ -148,6 +156,42 @@ def _select_shard(jobs: list[Any], shard: tuple[int, int] | None) -> list[Any]:
     return out
 
 
+#: Fingerprint fields that identify a dataset's content (not where it lies on disk).
+CONTENT_KEYS = ("num_files", "paths_sha256", "num_samples", "sha256")
+
+
+def _finished(store: Any, job: Any, spec: Any) -> bool:
+    """True when ``spec`` is stored; refuse to reuse it if it was computed on other data than the job's source."""
+    if not store.has(spec):
+        return False
+    _, meta = store.read_cell(spec, columns=["index"])
+    stored = (meta.get("extra") or {}).get("dataset_fingerprint") or {}
+    now = job.source.fingerprint()
+    changed = [k for k in CONTENT_KEYS if k in stored and k in now and stored[k] != now[k]]
+    if changed:
+        raise UserError(
+            f"Cell {spec.slug()} in {store.root} was computed on other {spec.dataset} data "
+            f"({stored.get('root', '?')}, {stored.get('num_files', stored.get('num_samples', '?'))} files) than "
+            f"now ({now.get('root', '?')}, {now.get('num_files', now.get('num_samples', '?'))} files); use another "
+            "--out or pass --force to recompute."
+        )
+    return True
+
+
+def _check_outputs(model: nn.Module, jobs: list[Any]) -> None:
+    """Refuse a model whose number of outputs does not fit a dataset's classes (e.g. a 10-class head on ImageNet)."""
+    inner = getattr(model, "model", model)
+    outputs = getattr(inner, "num_classes", None)
+    if not isinstance(outputs, int) or outputs <= 0:
+        return
+    for job in jobs:
+        source = job.source
+        classes = getattr(getattr(source, "dataset", source), "num_classes", None)
+        if isinstance(classes, int) and classes != outputs:
+            raise UserError(f"The model has {outputs} outputs but {source.name} has {classes} classes; evaluate it "
+                            f"on a dataset with its own classes (or load a {classes}-class head).")
+
+
 def _run(request: ModelRequest, out: str | Path, run: RunOptions, build_jobs: Any, what: str) -> RunSummary:
     from robustbench_rpc.engine.distributed import init_distributed, shutdown
 
@@ -183,12 +227,13 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
     def prepare() -> tuple[Any, ...]:
         device = resolve_device(device_name)
         torch.manual_seed(run.seed)
-        model, info, identity = request.load()
+        model, info, identity = request.load(run.seed)
         if run.precision != "fp32":  # autocast changes the numbers: AMP results are not fp32 results
             identity = {**identity, "model_options": {**identity["model_options"], "precision": run.precision}}
         jobs = build_jobs(identity, model.preprocessing)
         if not jobs:
             raise UserError(f"Nothing to {what}: the plan has no cells.")
+        _check_outputs(model, jobs)
         return device, model, info, jobs
 
     device, model, info, jobs = collective_step(ctx, prepare, "planning")
@@ -220,8 +265,8 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
             fingerprints, precision=run.precision, batch_size=run.batch_size, channels_last=run.channels_last,
             compile=run.compile, world_size=ctx.world_size, distributed_backend=ctx.backend, plan=plan_info,
         )
+        todo = [s.key() for job in jobs for s in job.specs if run.force or not _finished(store, job, s)]
         run_id = store.start_run(provenance, model=first)
-        todo = [s.key() for job in jobs for s in job.specs if run.force or not store.has(s)]
         return run_id, todo
 
     run_id, todo = main_step(ctx, open_store, "opening the results directory")
@@ -294,7 +339,7 @@ def evaluate(
     def build(identity: dict[str, Any], prep: Mapping[str, Any]) -> list[Any]:
         return build_evaluation_jobs(identity, entries, data_paths, prep, selection, corruptions=corruptions,
                                      severities=severities, allow_missing=allow_missing, labels_file=labels_file,
-                                     class_list=class_list, seed=run.seed, jpeg=jpeg)
+                                     class_list=class_list, seed=run.seed, jpeg=jpeg, batch_size=run.batch_size)
 
     return _run(request, out, run, build, "evaluate")
 
@@ -343,6 +388,7 @@ def attack(
         return build_attack_jobs(identity, prep, attacks=attacks, eps=eps, norm=norm, protocol=protocol,
                                  attack_options=dict(attack_options or {}), compat=compat, dataset=dataset,
                                  data=data, limit=limit, subset=subset, labels_file=labels_file,
-                                 class_list=class_list, save_adv=save_adv)
+                                 class_list=class_list, save_adv=save_adv, seed=run.seed,
+                                 batch_size=run.batch_size)
 
     return _run(request, out, run, build, "attack")

@@ -74,3 +74,13 @@ def test_bad_input(tmp_path, capsys, args, message):
     code, _, err = cli(capsys, "attack", *MODEL, "--dataset", "digits", "--out", str(tmp_path / "r"), "-q", *args)
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_seed_is_part_of_stochastic_attack_cells(tmp_path, capsys):
+    args = ["attack", *MODEL, "--dataset", "digits", "--attack", "pgd", "--eps", "6/255", "--limit", "16",
+            "--option", "steps=2", "--out", str(tmp_path / "r"), "-q"]
+    assert cli(capsys, *args, "--seed", "0")[0] == 0
+    code, printed, _ = cli(capsys, *args, "--seed", "1")
+    assert code == 0 and "1 cell(s) computed, 0 already finished" in printed
+    specs = [s for s, _, _ in ResultsStore(tmp_path / "r").iter_cells()]
+    assert sorted(s.params["seed"] for s in specs) == [0, 1]

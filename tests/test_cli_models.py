@@ -106,3 +106,10 @@ def test_console_script_error_has_no_traceback():
     assert proc.returncode == 2
     assert proc.stderr.startswith("Error: Unknown model 'nope_model'")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "--suite", "digits"], ["evaluate", "-m", "x", "--bogus"],
+                                  ["evaluate", "-m", "x", "--batch-size", "abc"], ["nosuchcmd"]])
+def test_usage_errors_exit_2_without_traceback(capsys, argv):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "Traceback" not in err and ("Usage" in err or "No such command" in err)

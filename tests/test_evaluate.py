@@ -202,3 +202,25 @@ def test_data_root_finds_the_usual_folders(val_root, tmp_path):
     with pytest.raises(UserError, match=r"No imagenet-r data under --data-root .*pass --imagenet-r PATH"):
         evaluate(MODEL, out=tmp_path / "r2", suite="imagenet-r", data_root=root, model_options=OPTIONS,
                  progress=False, device="cpu")
+
+
+def test_identity_of_ready_modules_and_data(val_root, tmp_path):
+    torch.manual_seed(0)
+    first = robustbench_rpc.load_model(MODEL, **OPTIONS)
+    torch.manual_seed(1)
+    second = robustbench_rpc.load_model(MODEL, **OPTIONS)
+    kw = {"suite": "clean", "paths": {"imagenet": str(val_root)}, "progress": False, "device": "cpu"}
+    evaluate(first, out=tmp_path / "r", **kw)
+    with pytest.raises(UserError, match="holds results of model"):  # other weights, same class: not reused
+        evaluate(second, out=tmp_path / "r", **kw)
+    other = tmp_path / "other"
+    make_imagefolder(other, {w: 2 for w in WNIDS})  # another listing (the fingerprint hashes paths, not pixels)
+    with pytest.raises(UserError, match="computed on other imagenet data"):
+        evaluate(first, out=tmp_path / "r", **{**kw, "paths": {"imagenet": str(other)}})
+
+
+def test_model_outputs_must_fit_the_dataset(val_root, tmp_path):
+    with pytest.raises(UserError, match="The model has 10 outputs but imagenet has 1000 classes"):
+        evaluate(MODEL, checkpoint=SYMVIT_DIGITS, out=tmp_path / "r", suite="clean",
+                 paths={"imagenet": str(val_root)}, progress=False, device="cpu")
+    assert not (tmp_path / "r").exists()

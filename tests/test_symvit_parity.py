@@ -114,7 +114,7 @@ def test_load_model_takes_pixels_and_reproduces_logits(case):
     with torch.no_grad():
         logits = model(pixels)
     assert (logits - expected).abs().max().item() <= 1e-4
-    assert model.preprocessing["input_size"] == (3, 224, 224)
+    assert model.preprocessing["input_size"] == (3, 64, 64)  # the size the checkpoint was built for
     assert model.preprocessing["crop_pct"] == 0.875
     assert model.info.checkpoint_sha256 == MANIFEST["families"]["symvit"]["checkpoint"]["sha256"]
 

@@ -59,25 +59,19 @@ def root(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; user errors print one line on stderr and exit with status 2."""
-    import click
+    """Run the CLI; user errors print one line on stderr and exit with status 2.
 
+    Usage errors (missing or unknown options, bad values) are reported by Typer itself in standalone mode, with a
+    usage line and exit status 2; :class:`UserError` from the library passes through it and is shown here.
+    """
     command = typer.main.get_command(app)
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("ROBUSTBENCH_RPC_DEBUG"))
     try:
-        command.main(args=argv, prog_name="robustbench-rpc", standalone_mode=False)
+        command.main(args=argv, prog_name="robustbench-rpc", standalone_mode=True)
     except UserError as exc:
         if debug:
             raise
         typer.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        typer.echo("Aborted.", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("Interrupted; finished cells are kept, the cell in progress was discarded.", err=True)

@@ -20,8 +20,10 @@ def table_command(
     ],
     view: Annotated[str, typer.Option("--view", help="Which table: " + ", ".join(VIEW_NAMES) + ".")] = "paper",
     format: Annotated[
-        str, typer.Option("--format", "-f", help="Output format: " + ", ".join(FORMAT_NAMES) + ".")
-    ] = "table",
+        str | None,
+        typer.Option("--format", "-f", help="Output format: " + ", ".join(FORMAT_NAMES) + " (default: from the "
+                     "--out file's extension, else table)."),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write to this file (atomically) instead of stdout.")
     ] = None,
@@ -32,6 +34,9 @@ def table_command(
     from robustbench_rpc.results.views import build_view, check_view
 
     check_view(view)
+    if format is None:
+        suffixes = {".csv": "csv", ".md": "md", ".tex": "latex", ".json": "json", ".parquet": "parquet"}
+        format = suffixes.get(out.suffix.lower(), "table") if out is not None else "table"
     check_format(format)
     if out is None and format == "parquet":
         from robustbench_rpc.errors import UserError

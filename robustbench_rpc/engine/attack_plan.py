@@ -68,6 +68,8 @@ def build_attack_jobs(
     labels_file: str | None,
     class_list: str | None,
     save_adv: str | Path | None,
+    seed: int = 0,
+    batch_size: int | None = None,
 ) -> list[AttackJob]:
     """Return one :class:`AttackJob` per (attack, eps); budgets are validated before any data is read."""
     from robustbench_rpc.attacks import build_attack_spec, parse_eps, protocol_specs
@@ -95,7 +97,9 @@ def build_attack_jobs(
     dataset_name = "digits" if dataset == "digits" else dataset
     jobs = []
     for spec in specs:
-        cell = CellSpec(dataset=dataset_name, condition="attack",
-                        params={**spec.to_params(compat), **selection.params()}, **identity)
+        params = {**spec.to_params(compat), **selection.params()}
+        if spec.definition.stochastic:  # random starts / queries are drawn per batch from the seed
+            params.update(seed=seed, batch_size=batch_size)
+        cell = CellSpec(dataset=dataset_name, condition="attack", params=params, **identity)
         jobs.append(AttackJob(cell, source, spec, compat, save_adv))
     return jobs

@@ -118,7 +118,8 @@ def digits_source(split: str = "test", limit: int | None = None) -> TensorSource
     from robustbench_rpc.demo.digits import load_digits_split
 
     data = load_digits_split(split)
-    return TensorSource("digits", data.images, data.labels, data.sample_ids(), data.fingerprint()).limit(limit)
+    source = TensorSource("digits", data.images, data.labels, data.sample_ids(), data.fingerprint(), num_classes=10)
+    return source.limit(limit)
 
 
 def build_evaluation_jobs(
@@ -135,6 +136,7 @@ def build_evaluation_jobs(
     class_list: str | None = None,
     seed: int = 0,
     jpeg: bool = False,
+    batch_size: int | None = None,
 ) -> list[Job]:
     """Return the jobs for an evaluation suite; ``spec_base`` holds model, checkpoint_sha256, model_options."""
     from robustbench_rpc.data import build_dataset
@@ -162,13 +164,14 @@ def build_evaluation_jobs(
             jobs.append(ClassifyJob(spec(f"folder:{Path(ds.root).name}", "clean", {}), FileSource(ds)))
         elif entry == "imagenet-c":
             jobs.extend(_imagenet_c_jobs(spec, paths, preprocessing, selection, corruptions, severities,
-                                         allow_missing, labels_file, seed, jpeg))
+                                         allow_missing, labels_file, seed, jpeg, batch_size))
         elif entry == "digits":
             jobs.append(ClassifyJob(spec("digits", "clean", {}), digits_source("test", selection.limit)))
         elif entry == "digits-c":
             cells = _corruption_cells(corruptions, severities)
             jobs.append(GeneratedCorruptionJob(
-                [(spec("digits", "corruption", {"name": c, "severity": s, "source": "generated", "seed": seed}), c, s)
+                [(spec("digits", "corruption", {"name": c, "severity": s, "source": "generated", "seed": seed,
+                                               "batch_size": batch_size}), c, s)
                  for c, s in cells],
                 digits_source("test", selection.limit),
             ))
@@ -194,6 +197,7 @@ def _imagenet_c_jobs(
     labels_file: str | None,
     seed: int,
     jpeg: bool,
+    batch_size: int | None = None,
 ) -> list[Job]:
     from robustbench_rpc.data import build_dataset
 
@@ -202,7 +206,8 @@ def _imagenet_c_jobs(
         clean = build_dataset("imagenet", paths.resolve("imagenet"), IMAGENET_C_PREP, labels_file=labels_file,
                               subset=selection.subset, limit=selection.limit)
         size = tuple(preprocessing.get("input_size", (3, 224, 224)))[-2:]
-        params = {"source": "generated", "seed": seed, **({"jpeg_quality": 85} if jpeg else {})}
+        params = {"source": "generated", "seed": seed, "batch_size": batch_size,
+                  **({"jpeg_quality": 85} if jpeg else {})}
         cells = [(spec("imagenet-c", "corruption", {"name": c, "severity": s, **params}), c, s)
                  for c, s in _corruption_cells(corruptions, severities)]
         return [GeneratedCorruptionJob(cells, FileSource(clean), jpeg_quality=85 if jpeg else None,

@@ -267,7 +267,7 @@ class Engine:
             batch_rows: list[dict[str, Any]] = []
             if len(batch):
                 start = int(batch.indices[0])
-                seed = cell_seed(self.options.seed, job.spec.key(), start)
+                seed = cell_seed(self.options.seed, job.spec.condition_key(), start)
                 result = run_attack(self.model, batch.images, batch.labels, job.attack, seed=seed,
                                     compat=job.compat)
                 batch_rows = result.records(batch.labels, sample_ids=batch.sample_ids)

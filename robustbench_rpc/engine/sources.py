@@ -104,6 +104,7 @@ class TensorSource:
     info: dict[str, Any] = field(default_factory=dict)
     class_indices: Tensor | None = None
     report: LoadReport = field(default_factory=LoadReport)
+    num_classes: int | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -117,7 +118,7 @@ class TensorSource:
         if n is None:
             return self
         return TensorSource(self.name, self.images[:n], self.labels[:n], self.sample_ids[:n],
-                            {**self.info, "limit": n}, self.class_indices)
+                            {**self.info, "limit": n}, self.class_indices, num_classes=self.num_classes)
 
     def batches(self, batch_size: int, workers: int = 0, pin_memory: bool = False) -> Iterator[Batch]:
         """Yield the tensors in order, in batches."""

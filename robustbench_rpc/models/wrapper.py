@@ -107,6 +107,25 @@ def _head_classes(state_dict: dict[str, Tensor], model: nn.Module | None = None)
     return None
 
 
+def _fit_input_size(model: nn.Module, name: str, prep: dict[str, Any], user_size: bool) -> None:
+    """Make the input size fit a fixed-size model (a ViT's patch grid), or refuse a user's size that cannot."""
+    patch_embed = getattr(model, "patch_embed", None)
+    built = getattr(patch_embed, "img_size", None)
+    strict = getattr(patch_embed, "strict_img_size", True) and not getattr(patch_embed, "dynamic_img_size", False)
+    if built is None or not strict:
+        return
+    wanted = tuple(int(v) for v in prep["input_size"])[-2:]
+    if tuple(built) == wanted:
+        return
+    if not user_size:  # built for another size (e.g. read off a checkpoint): preprocess for that size
+        prep["input_size"] = (3, *(int(v) for v in built))
+        return
+    raise UserError(
+        f"{name} was built for {built[0]}x{built[1]} inputs but the preprocessing gives {wanted[0]}x{wanted[1]}; "
+        f"build it for that size with --model-arg img_size={wanted[0]} (position embeddings are resampled)."
+    )
+
+
 def load_model(
     name: str,
     checkpoint: str | None = None,
@@ -165,7 +184,10 @@ def load_model(
                     "asked for (--num-classes); drop the option to follow the checkpoint."
                 )
             kwargs = {**inferred, **kwargs}
-        model = timm.create_model(name, **kwargs)
+        try:
+            model = timm.create_model(name, **kwargs)
+        except TypeError as exc:
+            raise UserError(f"{name} rejected the options {sorted(model_kwargs)} ({exc}).") from None
     else:
         if name not in timm.list_models():
             known = list(CATALOGUE) + [m for m in timm.list_models() if m not in CATALOGUE]
@@ -191,6 +213,7 @@ def load_model(
             raise UserError(f"Unknown preprocessing option {key!r}; expected one of {', '.join(PREPROCESSING_KEYS)}.")
         if value is not None:
             prep[key] = value
+    _fit_input_size(model, name, prep, user_size=(preprocessing or {}).get("input_size") is not None)
     rpc = getattr(model, "rpc_description", lambda: "off")()
     info = ModelInfo(
         name=name,

@@ -71,6 +71,15 @@ class CellSpec:
         blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def condition_key(self) -> str:
+        """Return a stable identifier of the condition alone (dataset, condition, parameters; no model).
+
+        Random draws are seeded from it, so every model of a comparison sees the same noise and random starts.
+        """
+        blob = json.dumps({"dataset": self.dataset, "condition": self.condition, "params": self.params},
+                          sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
     def slug(self) -> str:
         """Return a readable file-name stem, e.g. ``imagenet-c.corruption.fog.s3``."""
         parts = [self.dataset, self.condition]
