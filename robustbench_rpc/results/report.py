@@ -319,9 +319,15 @@ def _acc_text(value: Any) -> str | None:
 
 
 def _first(rows: pd.DataFrame) -> tuple[float, int] | None:
+    """Return (value, n) of the row evaluated on the most samples (one evaluation, never an average)."""
     if rows.empty:
         return None
-    return float(rows["value"].iloc[0]), int(rows["n"].iloc[0])
+    best = rows.sort_values("n", ascending=False, kind="stable").iloc[0]
+    return float(best["value"]), int(best["n"])
+
+
+def _threat_model(variant: str) -> str:
+    return str(json.loads(variant).get("threat_model", "pixel")) if variant else "pixel"
 
 
 def robustbench_entries(
@@ -356,7 +362,8 @@ def robustbench_entries(
             }
             for _, r in attacks.sort_values(["name", "norm", "eps"], kind="stable").iterrows()
         ]
-        autoattack = attacks[attacks["name"] == "autoattack"]
+        pixel = attacks["variant"].map(_threat_model) == "pixel"  # compat-mode cells are no leaderboard entry
+        autoattack = attacks[(attacks["name"] == "autoattack") & pixel]
         threat_model = eps = autoattack_acc = None
         if not autoattack.empty:
             norms = list(dict.fromkeys(autoattack["norm"].astype(str)))
@@ -364,7 +371,7 @@ def robustbench_entries(
             chosen = autoattack[autoattack["norm"].astype(str) == threat_model]
             chosen = chosen[chosen["eps"] == chosen["eps"].max()]
             eps = eps_text(float(chosen["eps"].iloc[0]), threat_model)
-            autoattack_acc = _acc_text(float(chosen["value"].mean()))
+            autoattack_acc = _acc_text(_first(chosen)[0])
         summary = rows[rows["condition"] == SUMMARY_CONDITION]
         corruption_acc = _first(summary[summary["metric"] == "mean_top1"])
         mce = _first(summary[summary["metric"] == "mce"])
