@@ -141,8 +141,14 @@ def build_evaluation_jobs(
     """Return the jobs for an evaluation suite; ``spec_base`` holds model, checkpoint_sha256, model_options."""
     from robustbench_rpc.data import build_dataset
 
+    if selection.subset and not {"clean", "imagenet-c"} & set(suite):
+        raise UserError(f"--subset {selection.subset} applies to the clean and imagenet-c suites only.")
+
     def spec(dataset: str, condition: str, params: dict[str, Any]) -> CellSpec:
-        return CellSpec(dataset=dataset, condition=condition, params={**params, **selection.params()}, **spec_base)
+        chosen = selection.params()
+        if dataset not in ("imagenet", "imagenet-c"):  # the subset is applied to ImageNet val and ImageNet-C only
+            chosen.pop("subset", None)
+        return CellSpec(dataset=dataset, condition=condition, params={**params, **chosen}, **spec_base)
 
     jobs: list[Job] = []
     for entry in suite:
