@@ -73,7 +73,15 @@ def find_images(folder: Path) -> list[Path]:
         raise UserError(
             f"Input {folder} is not a folder; expected a folder of images (e.g. <wnid>/<file>.JPEG)."
         )
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    import os
+
+    # os.walk(followlinks=True): class folders are often symlinks (Path.rglob does not follow them before 3.13)
+    files = sorted(
+        Path(root) / name
+        for root, _, names in os.walk(folder, followlinks=True)
+        for name in names
+        if Path(name).suffix.lower() in IMAGE_SUFFIXES
+    )
     if not files:
         raise UserError(f"Input folder {folder} contains no images; expected .JPEG/.jpg/.png files.")
     return files
