@@ -202,6 +202,20 @@ def _run_pixel(
     norms = check_budget(images, adv, spec.norm, spec.eps, what=f"attack {spec.label()}")
     with torch.no_grad():
         adv_logits = model(adv)
+    return _result(spec, adv, clean_logits, adv_logits, norms, output, labels, None)
+
+
+def _result(
+    spec: AttackSpec,
+    adv: Tensor,
+    clean_logits: Tensor,
+    adv_logits: Tensor,
+    norms: dict[str, Tensor],
+    output: AttackOutput,
+    attack_labels: Tensor,
+    compat: str | None,
+) -> AttackBatchResult:
+    """Assemble the batch result (norms moved to the CPU, queries per sample)."""
     return AttackBatchResult(
         spec=spec,
         adv=adv,
@@ -210,9 +224,9 @@ def _run_pixel(
         norm_linf=norms["Linf"].cpu(),
         norm_l2=norms["L2"].cpu(),
         norm_l1=norms["L1"].cpu(),
-        queries=_queries(output, len(images)),
-        attack_labels=labels,
-        compat=None,
+        queries=_queries(output, len(adv)),
+        attack_labels=attack_labels,
+        compat=compat,
         log=output.log,
     )
 
@@ -245,16 +259,4 @@ def _run_compat(
         adv_logits = space.inner(u_adv)
     adv = space.pixels_from_u(u_adv, model).detach()
     norms = perturbation_norms(images, adv)
-    return AttackBatchResult(
-        spec=spec,
-        adv=adv,
-        clean_logits=clean_logits,
-        adv_logits=adv_logits,
-        norm_linf=norms["Linf"].cpu(),
-        norm_l2=norms["L2"].cpu(),
-        norm_l1=norms["L1"].cpu(),
-        queries=_queries(output, len(images)),
-        attack_labels=attack_labels,
-        compat=mode,
-        log=output.log,
-    )
+    return _result(spec, adv, clean_logits, adv_logits, norms, output, attack_labels, mode)
