@@ -121,6 +121,13 @@ class AttackDefinition:
 
 
 _STEPS = "number of gradient steps"
+#: The options APGD-CE and APGD-DLR share.
+_APGD_OPTIONS = (
+    Option("steps", 100, _STEPS, "int", minimum=1),
+    Option("restarts", 1, "random restarts", "int", minimum=1),
+    Option("rho", 0.75, "step-size decrease threshold", minimum=0),
+    Option("eot_iter", 1, "gradient averages per step (expectation over transformation)", "int", minimum=1),
+)
 _A = "robustbench_rpc.attacks"
 
 _ATTACK_LIST: tuple[AttackDefinition, ...] = (
@@ -251,18 +258,7 @@ _ATTACK_LIST: tuple[AttackDefinition, ...] = (
         factory=f"{_A}.autoattack_adapter:make_apgd_ce",
         stochastic=True,
         source="pyautoattack",
-        options=(
-            Option("steps", 100, _STEPS, "int", minimum=1),
-            Option("restarts", 1, "random restarts", "int", minimum=1),
-            Option("rho", 0.75, "step-size decrease threshold", minimum=0),
-            Option(
-                "eot_iter",
-                1,
-                "gradient averages per step (expectation over transformation)",
-                "int",
-                minimum=1,
-            ),
-        ),
+        options=_APGD_OPTIONS,
     ),
     AttackDefinition(
         name="apgd-dlr",
@@ -271,18 +267,7 @@ _ATTACK_LIST: tuple[AttackDefinition, ...] = (
         factory=f"{_A}.autoattack_adapter:make_apgd_dlr",
         stochastic=True,
         source="pyautoattack",
-        options=(
-            Option("steps", 100, _STEPS, "int", minimum=1),
-            Option("restarts", 1, "random restarts", "int", minimum=1),
-            Option("rho", 0.75, "step-size decrease threshold", minimum=0),
-            Option(
-                "eot_iter",
-                1,
-                "gradient averages per step (expectation over transformation)",
-                "int",
-                minimum=1,
-            ),
-        ),
+        options=_APGD_OPTIONS,
     ),
     AttackDefinition(
         name="autoattack",

@@ -218,26 +218,17 @@ def load_cells(stores: Iterable[ResultsStore]) -> list[LoadedCell]:
     Cells come model by model in the order the models were first stored, directory after directory, so the
     first model of the first directory is the default baseline.
     """
-    from robustbench_rpc.results.tidy import model_labels
+    from robustbench_rpc.results.tidy import model_labels, unique_cells
 
     found = []
-    seen: dict[str, Path] = {}
-    for store_index, store in enumerate(stores):
-        registered = [json.dumps(ident, sort_keys=True, default=str) for ident in store.model_identities]
-        cells = store.cell_files()
-        if not cells:
-            raise UserError(f"Results directory {store.root} has no finished cells yet.")
-        for cell in cells:
-            key = cell.spec.key()
-            if key in seen:
-                raise UserError(
-                    f"Cell {cell.spec.slug()} is in both {seen[key]} and {cell.path}; "
-                    f"pass only one of the two results directories."
-                )
-            seen[key] = cell.path
-            identity = json.dumps(model_identity(cell.spec), sort_keys=True, default=str)
-            rank = (store_index, registered.index(identity) if identity in registered else len(registered))
-            found.append((rank, cell, store.read_records(cell, COMPARE_COLUMNS)))
+    registered_by_store = [
+        [json.dumps(ident, sort_keys=True, default=str) for ident in store.model_identities] for store in stores
+    ]
+    for store_index, store, cell in unique_cells(stores):
+        registered = registered_by_store[store_index]
+        identity = json.dumps(model_identity(cell.spec), sort_keys=True, default=str)
+        rank = (store_index, registered.index(identity) if identity in registered else len(registered))
+        found.append((rank, cell, store.read_records(cell, COMPARE_COLUMNS)))
     found.sort(key=lambda item: item[0])  # models in the order they were registered, directory by directory
     labels = model_labels([model_identity(cell.spec) for _, cell, _ in found])
     return [

@@ -12,7 +12,7 @@ success rate and perturbation norms. Corruption cells also feed per-model summar
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -166,18 +166,11 @@ def _open(source: ResultsStore | str | Path) -> ResultsStore:
     return source if isinstance(source, ResultsStore) else ResultsStore(Path(source), create=False)
 
 
-def tidy(sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path]) -> pd.DataFrame:
-    """Return the tidy table of one or several results directories (one row per cell and metric)."""
-    import pandas as pd
 
-    if isinstance(sources, (ResultsStore, str, Path)):
-        sources = [sources]
-    stores = [_open(s) for s in sources]
-    if not stores:
-        raise UserError("No results directory was given; expected at least one.")
-    rows: list[dict[str, Any]] = []
+def unique_cells(stores: list[ResultsStore]) -> Iterator[tuple[int, ResultsStore, Any]]:
+    """Yield (store index, store, cell file) of every finished cell; an empty store or a cell in two is an error."""
     seen: dict[str, Path] = {}
-    for store in stores:
+    for index, store in enumerate(stores):
         cells = store.cell_files()
         if not cells:
             raise UserError(f"Results directory {store.root} has no finished cells yet.")
@@ -189,12 +182,25 @@ def tidy(sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path
                     f"pass only one of the two results directories."
                 )
             seen[key] = cell.path
-            records = store.read_records(cell, METRIC_COLUMNS)
-            coords = _coordinates(cell.spec)
-            coords["results_dir"] = str(store.root)
-            identity = model_identity(cell.spec)
-            for metric, value, n in cell_metrics(cell.spec, records):
-                rows.append({**coords, "metric": metric, "value": value, "n": n, "_identity": identity})
+            yield index, store, cell
+
+def tidy(sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path]) -> pd.DataFrame:
+    """Return the tidy table of one or several results directories (one row per cell and metric)."""
+    import pandas as pd
+
+    if isinstance(sources, (ResultsStore, str, Path)):
+        sources = [sources]
+    stores = [_open(s) for s in sources]
+    if not stores:
+        raise UserError("No results directory was given; expected at least one.")
+    rows: list[dict[str, Any]] = []
+    for _, store, cell in unique_cells(stores):
+        records = store.read_records(cell, METRIC_COLUMNS)
+        coords = _coordinates(cell.spec)
+        coords["results_dir"] = str(store.root)
+        identity = model_identity(cell.spec)
+        for metric, value, n in cell_metrics(cell.spec, records):
+            rows.append({**coords, "metric": metric, "value": value, "n": n, "_identity": identity})
     frame = pd.DataFrame(rows)
     frame["model_label"] = model_labels(frame.pop("_identity").tolist())
     frame = pd.concat([frame, corruption_summary(frame)], ignore_index=True)
