@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import colorsys
 import io
+import itertools
 import math
 
 import numpy as np
@@ -18,8 +19,14 @@ from robustbench_rpc.corruptions import (
     jpeg_roundtrip,
 )
 from robustbench_rpc.corruptions.blur import glass_source_indices
-from robustbench_rpc.corruptions.digital import box_resample_matrix, nearest_indices
+from robustbench_rpc.corruptions.digital import (
+    _jpeg_roundtrip_pillow,
+    bilinear_symmetric,
+    box_resample_matrix,
+    nearest_indices,
+)
 from robustbench_rpc.corruptions.fidelity import DETERMINISTIC
+from robustbench_rpc.corruptions.severity import severity_params
 from robustbench_rpc.corruptions.weather import frost_images
 from robustbench_rpc.errors import UserError
 
@@ -150,18 +157,84 @@ def test_contrast_and_brightness_against_closed_forms() -> None:
     assert torch.allclose(got, torch.tensor(want, dtype=torch.float32), atol=1e-5)
 
 
-def test_glass_blur_pointer_doubling_equals_the_sequential_loop() -> None:
-    h, w, d = 15, 13, 2
-    ptr = glass_source_indices(1, h, w, d, torch.Generator().manual_seed(5), torch.device("cpu"))[0]
-    g = torch.Generator().manual_seed(5)  # same draws, in the same order
-    dy = torch.randint(-d, d, (1, h, w), generator=g)[0]
-    dx = torch.randint(-d, d, (1, h, w), generator=g)[0]
-    src = np.arange(h * w).reshape(h, w)
-    for yy in range(h - d, d, -1):  # the reference's visiting order, with its copy semantics
-        for xx in range(w - d, d, -1):
-            src[yy, xx] = src[yy + dy[yy, xx], xx + dx[yy, xx]]
-    assert np.array_equal(ptr.numpy(), src.reshape(-1))
-    assert len(np.unique(src)) < h * w  # not a permutation: the reference's "swap" copies
+def test_hsv_corruptions_equal_the_hsv_round_trip_on_every_pixel() -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand((1, 3, 40, 40), generator=g)
+    x[0, :, 0, :8] = torch.tensor([0.0, 0.3, 1.0, 0.5, 0.5, 0.0, 0.9, 0.2]).view(1, 8)  # greys, black, white
+    x[0, :, 1, :3] = torch.tensor([[1.0, 0.2, 0.2], [0.4, 0.4, 0.1], [0.0, 0.0, 0.0]])  # ties, 0 next to 1
+    pixels = x[0].permute(1, 2, 0).reshape(-1, 3).tolist()
+    for sev in range(1, 6):
+        p = severity_params("brightness", sev)
+        got = corrupt(x, "brightness", sev, None)[0].permute(1, 2, 0).reshape(-1, 3)
+        hsv = [colorsys.rgb_to_hsv(*q) for q in pixels]
+        want = [colorsys.hsv_to_rgb(h, s, min(v + p["delta"], 1.0)) for h, s, v in hsv]
+        assert torch.allclose(got, torch.tensor(want, dtype=torch.float32), atol=2e-6)
+        p = severity_params("saturate", sev)
+        got = corrupt(x, "saturate", sev, None)[0].permute(1, 2, 0).reshape(-1, 3)
+        want = [colorsys.hsv_to_rgb(h, min(max(s * p["scale"] + p["shift"], 0.0), 1.0), v) for h, s, v in hsv]
+        assert torch.allclose(got, torch.tensor(want, dtype=torch.float32), atol=2e-6)
+
+
+def test_elastic_sampling_matches_map_coordinates_with_mirrored_borders() -> None:
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand((2, 3, 11, 9), generator=g, dtype=torch.float64)
+    yy = torch.arange(11.0).view(1, 11, 1) + (torch.rand((2, 11, 9), generator=g, dtype=torch.float64) - 0.5) * 9
+    xx = torch.arange(9.0).view(1, 1, 9) + (torch.rand((2, 11, 9), generator=g, dtype=torch.float64) - 0.5) * 9
+    got = bilinear_symmetric(x, yy, xx).numpy()
+
+    def mirror(i: np.ndarray, n: int) -> np.ndarray:  # scipy "reflect": d c b a | a b c d | d c b a
+        i = np.mod(i, 2 * n)
+        return np.where(i >= n, 2 * n - 1 - i, i)
+
+    xn, yn, xn_ = x.numpy(), yy.numpy(), xx.numpy()
+    y0, x0 = np.floor(yn).astype(int), np.floor(xn_).astype(int)
+    wy, wx = yn - y0, xn_ - x0
+    for b in range(2):
+        ya, yb, xa, xb = mirror(y0[b], 11), mirror(y0[b] + 1, 11), mirror(x0[b], 9), mirror(x0[b] + 1, 9)
+        img = xn[b]
+        want = (
+            img[:, ya, xa] * (1 - wy[b]) * (1 - wx[b])
+            + img[:, ya, xb] * (1 - wy[b]) * wx[b]
+            + img[:, yb, xa] * wy[b] * (1 - wx[b])
+            + img[:, yb, xb] * wy[b] * wx[b]
+        )
+        assert np.allclose(got[b], want, atol=1e-9)
+
+
+def test_glass_blur_chain_following_equals_the_sequential_loop() -> None:
+    for h, w, d, batch, passes in [(15, 13, 2, 1, 1), (12, 17, 3, 3, 2), (9, 9, 1, 2, 3)]:
+        maps = glass_source_indices(batch, h, w, d, torch.Generator().manual_seed(5), torch.device("cpu"), passes)
+        g = torch.Generator().manual_seed(5)  # same draws, in the same order
+        draws = [torch.randint(0, 4 * d * d, (batch, h, w), generator=g) for _ in range(passes)]
+        for k, i in itertools.product(range(passes), range(batch)):
+            dy, dx = draws[k] // (2 * d) - d, draws[k] % (2 * d) - d
+            ptr = maps[k]
+            src = np.arange(h * w).reshape(h, w)
+            for yy in range(h - d, d, -1):  # the reference's visiting order, with its copy semantics
+                for xx in range(w - d, d, -1):
+                    src[yy, xx] = src[yy + dy[i, yy, xx], xx + dx[i, yy, xx]]
+            assert np.array_equal(ptr[i].numpy(), src.reshape(-1))
+            assert len(np.unique(src)) < h * w  # not a permutation: the reference's "swap" copies
+
+
+def test_glass_blur_applies_its_passes_in_order() -> None:
+    from robustbench_rpc.corruptions._common import gaussian_filter
+    from robustbench_rpc.corruptions.blur import glass_blur
+
+    x = smooth_images(2, 20)
+    p = {"sigma": 0.7, "max_delta": 2, "iterations": 3}
+    got = glass_blur(x, p, torch.Generator().manual_seed(9))
+    g = torch.Generator().manual_seed(9)
+    draws = [torch.randint(0, 16, (2, 20, 20), generator=g) for _ in range(3)]
+    img = (torch.floor(gaussian_filter(x, 0.7) * 255.0).clamp(0, 255) / 255.0).permute(0, 2, 3, 1).numpy().copy()
+    for r in draws:
+        dy, dx = (r // 4 - 2).numpy(), (r % 4 - 2).numpy()
+        for i in range(2):
+            for yy in range(20 - 2, 2, -1):
+                for xx in range(20 - 2, 2, -1):
+                    img[i, yy, xx] = img[i, yy + dy[i, yy, xx], xx + dx[i, yy, xx]]
+    want = gaussian_filter(torch.from_numpy(img).permute(0, 3, 1, 2), 0.7)
+    assert torch.allclose(got, want, atol=1e-6)
 
 
 def test_pixelate_matches_pillow_resampling() -> None:
@@ -174,14 +247,20 @@ def test_pixelate_matches_pillow_resampling() -> None:
         assert np.array_equal(nearest_indices(n_out, n_in, torch.device("cpu")).numpy(), up.astype(int))
 
 
-def test_jpeg_roundtrip_matches_pillow() -> None:
+def test_jpeg_roundtrip_is_byte_identical_to_pillow() -> None:
     x8 = (smooth_images(2, 64) * 255).round().to(torch.uint8)
-    ours = jpeg_roundtrip(x8, quality=15)
-    for i in range(2):
-        buf = io.BytesIO()
-        Image.fromarray(x8[i].permute(1, 2, 0).numpy()).save(buf, "JPEG", quality=15)
-        ref = torch.from_numpy(np.array(Image.open(buf))).permute(2, 0, 1)
-        assert (ours[i].float() - ref.float()).abs().mean() < 1.0
+    x8 = torch.cat(
+        [x8, torch.randint(0, 256, (1, 3, 64, 64), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)]
+    )
+    for quality, (h, w) in [(15, (64, 64)), (85, (37, 53)), (58, (64, 48))]:
+        part = x8[:, :, :h, :w]
+        ours = jpeg_roundtrip(part, quality=quality)
+        for i in range(part.shape[0]):
+            buf = io.BytesIO()
+            Image.fromarray(part[i].permute(1, 2, 0).numpy()).save(buf, "JPEG", quality=quality)
+            ref = torch.from_numpy(np.array(Image.open(buf))).permute(2, 0, 1)
+            assert torch.equal(ours[i], ref), (quality, i)
+    assert torch.equal(_jpeg_roundtrip_pillow(x8, 30), jpeg_roundtrip(x8, 30))
     assert jpeg_roundtrip(x8.float() / 255).dtype == torch.float32
 
 

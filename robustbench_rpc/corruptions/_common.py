@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -86,24 +87,46 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
 def band_matrix(kernel: torch.Tensor, n: int, mode: str, device: torch.device) -> torch.Tensor:
     """[n, n] matrix M with (M @ x)[i] = sum_t kernel[t] * x_padded[i + t]: a 1-D correlation with the border
     ``mode`` folded in, so that filtering becomes one matrix product (fast on CPU and GPU alike)."""
-    k = kernel.to(device=device, dtype=torch.float32)
+    return _band_matrix(tuple(kernel.double().tolist()), n, mode, str(device))
+
+
+@lru_cache(maxsize=64)
+def _band_matrix(kernel: tuple[float, ...], n: int, mode: str, device: str) -> torch.Tensor:
+    k = torch.tensor(kernel, dtype=torch.float32)
     taps = k.numel()
-    src = pad_indices(n, taps // 2, mode, device)
-    rows = torch.arange(n, device=device)
-    m = torch.zeros((n, n), device=device, dtype=torch.float32)
+    src = pad_indices(n, taps // 2, mode, torch.device("cpu"))
+    rows = torch.arange(n)
+    m = torch.zeros((n, n), dtype=torch.float32)
     for t in range(taps):
         m.index_put_((rows, src[rows + t]), k[t].expand(n), accumulate=True)
-    return m
+    return m.to(device)
 
 
-def separable_filter(
-    x: torch.Tensor, kernel_h: torch.Tensor, kernel_w: torch.Tensor, mode: str
-) -> torch.Tensor:
+SHIFTED_ADD_MAX_TAPS = 31
+
+
+def correlate1d(x: torch.Tensor, kernel: torch.Tensor, dim: int, mode: str) -> torch.Tensor:
+    """Correlate ``x`` [..., H, W] with a 1-D odd ``kernel`` along ``dim`` (-2 or -1), padding with ``mode``.
+
+    Short kernels are a sum of shifted copies (cheap while a chunk of images sits in the cache); long
+    ones are one product with a band matrix.
+    """
+    n = x.shape[dim]
+    taps = kernel.numel()
+    if taps > SHIFTED_ADD_MAX_TAPS:
+        m = band_matrix(kernel, n, mode, x.device).to(x.dtype)
+        return torch.matmul(x, m.t()) if dim == -1 else torch.matmul(m, x)
+    weights = kernel.double().tolist()
+    xp = x.index_select(dim, pad_indices(n, taps // 2, mode, x.device))
+    out = xp.narrow(dim, 0, n) * weights[0]
+    for t in range(1, taps):
+        out.add_(xp.narrow(dim, t, n), alpha=weights[t])
+    return out
+
+
+def separable_filter(x: torch.Tensor, kernel_h: torch.Tensor, kernel_w: torch.Tensor, mode: str) -> torch.Tensor:
     """Correlate every channel of ``x`` [B, C, H, W] with ``kernel_h`` along H then ``kernel_w`` along W."""
-    h, w = x.shape[-2:]
-    mh = band_matrix(kernel_h, h, mode, x.device).to(x.dtype)
-    mw = band_matrix(kernel_w, w, mode, x.device).to(x.dtype)
-    return torch.matmul(mh, torch.matmul(x, mw.t()))
+    return correlate1d(correlate1d(x, kernel_w, -1, mode), kernel_h, -2, mode)
 
 
 def filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
@@ -213,51 +236,7 @@ def resize_corners(x: torch.Tensor, oh: int, ow: int) -> torch.Tensor:
     return F.interpolate(x, size=(oh, ow), mode="bilinear", align_corners=True)
 
 
-def bilinear_separable(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """Sample ``x`` [B, C, H, W] bilinearly at the grid ``ys`` x ``xs`` (pixel coordinates in the image)."""
-    h, w = x.shape[-2:]
-    y0 = ys.floor().long().clamp(0, h - 1)
-    y1 = (y0 + 1).clamp(max=h - 1)
-    wy = (ys - y0.to(ys.dtype)).to(x.dtype)
-    x0 = xs.floor().long().clamp(0, w - 1)
-    x1 = (x0 + 1).clamp(max=w - 1)
-    wx = (xs - x0.to(xs.dtype)).to(x.dtype)
-    rows = x.index_select(-2, y0) * (1 - wy)[:, None] + x.index_select(-2, y1) * wy[:, None]
-    return rows.index_select(-1, x0) * (1 - wx) + rows.index_select(-1, x1) * wx
-
-
 # --------------------------------------------------------------------------------------------- colour
-
-
-def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
-    """RGB [B, 3, H, W] in [0, 1] to HSV, hue in [0, 1) (scikit-image's rules; ties go to the last max)."""
-    r, g, b = x.unbind(1)
-    v = x.amax(1)
-    delta = v - x.amin(1)
-    s = torch.where(v > 0, delta / v.clamp_min(1e-12), torch.zeros_like(v))
-    safe = delta.clamp_min(1e-12)
-    h = torch.where(b == v, 4.0 + (r - g) / safe, torch.where(g == v, 2.0 + (b - r) / safe, (g - b) / safe))
-    h = torch.remainder(h / 6.0, 1.0)
-    h = torch.where(delta > 0, h, torch.zeros_like(h))
-    return torch.stack((h, s, v), 1)
-
-
-def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    """HSV [B, 3, H, W] (hue in [0, 1)) back to RGB, as scikit-image's ``hsv2rgb``."""
-    h, s, v = hsv.unbind(1)
-    hi = torch.floor(h * 6)
-    f = h * 6 - hi
-    p = v * (1 - s)
-    q = v * (1 - f * s)
-    t = v * (1 - (1 - f) * s)
-    hi = torch.remainder(hi, 6).long()
-    choices_r = torch.stack((v, q, p, p, t, v), 0)
-    choices_g = torch.stack((t, v, v, q, p, p), 0)
-    choices_b = torch.stack((p, p, t, v, v, q), 0)
-    idx = hi[None]
-    return torch.stack(
-        (choices_r.gather(0, idx)[0], choices_g.gather(0, idx)[0], choices_b.gather(0, idx)[0]), 1
-    )
 
 
 def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:

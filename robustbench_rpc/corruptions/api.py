@@ -41,6 +41,7 @@ CORRUPTIONS: dict[str, CorruptionFn] = {
 # Corruptions whose reference returns an 8-bit image rounded by Pillow; the others truncate (numpy.uint8).
 _ROUNDED_OUTPUT = frozenset({"pixelate", "jpeg_compression"})
 MIN_SIDE = 32
+CHUNK_VALUES = 1 << 19
 
 
 def check_corruption_name(name: object) -> str:
@@ -69,23 +70,18 @@ def check_images(images: object) -> torch.Tensor:
         raise UserError(f"Images must have shape [B, 3, H, W], got {list(images.shape)}.")
     if images.shape[2] < MIN_SIDE or images.shape[3] < MIN_SIDE:
         raise UserError(
-            f"Images must be at least {MIN_SIDE} x {MIN_SIDE} pixels, "
-            f"got {images.shape[2]} x {images.shape[3]}."
+            f"Images must be at least {MIN_SIDE} x {MIN_SIDE} pixels, got {images.shape[2]} x {images.shape[3]}."
         )
     if images.dtype != torch.uint8 and not images.is_floating_point():
         raise UserError(f"Images must be uint8 or floating point in [0, 1], got dtype {images.dtype}.")
     if images.is_floating_point() and images.numel():
         lo, hi = torch.aminmax(images.detach())
         if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))) or lo < 0 or hi > 1:
-            raise UserError(
-                f"Float images must lie in [0, 1], got values from {float(lo):.4g} to {float(hi):.4g}."
-            )
+            raise UserError(f"Float images must lie in [0, 1], got values from {float(lo):.4g} to {float(hi):.4g}.")
     return images
 
 
-def corrupt(
-    images: torch.Tensor, name: str, severity: int, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def corrupt(images: torch.Tensor, name: str, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Apply ImageNet-C corruption ``name`` at ``severity`` (1-5) to a batch [B, 3, H, W].
 
     ``images`` are uint8 in [0, 255] or floating point in [0, 1], on any device; the result has the same
@@ -99,11 +95,30 @@ def corrupt(
     images = check_images(images)
     if images.shape[0] == 0:
         return images.clone()
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    params = severity_params(name, severity)
+    out = torch.empty_like(images)
+    step = chunk_size(images.shape)
     with torch.no_grad():
-        y = CORRUPTIONS[name](x, severity_params(name, severity), generator).clamp(0, 1)
+        for start in range(0, images.shape[0], step):
+            part = images[start : start + step]
+            out[start : start + step] = _corrupt_chunk(part, name, params, generator)
+    return out
+
+
+def chunk_size(shape: torch.Size) -> int:
+    """Images per internal chunk: about 2^19 values (2 MiB of float32), so that every intermediate of a
+    corruption stays in the CPU cache. The chunking is the same on every device, so that a CPU generator
+    gives the same corruption on CPU and GPU."""
+    return max(1, CHUNK_VALUES // (shape[1] * shape[2] * shape[3]))
+
+
+def _corrupt_chunk(
+    images: torch.Tensor, name: str, params: dict[str, Any], generator: torch.Generator | None
+) -> torch.Tensor:
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    y = CORRUPTIONS[name](x, params, generator).clamp(0, 1)  # a new tensor: never the caller's images
     if images.dtype == torch.uint8:
-        scaled = y * 255.0
-        scaled = scaled.round() if name in _ROUNDED_OUTPUT else torch.floor(scaled + 1e-3)
-        return scaled.clamp(0, 255).to(torch.uint8)
+        scaled = y.mul_(255.0)
+        scaled = scaled.round_() if name in _ROUNDED_OUTPUT else scaled.add_(1e-3).floor_()
+        return scaled.clamp_(0, 255).to(torch.uint8)
     return y.to(images.dtype)

@@ -42,9 +42,15 @@ def gaussian_blur(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator
 
 
 def glass_source_indices(
-    batch: int, h: int, w: int, max_delta: int, generator: torch.Generator | None, device: torch.device
+    batch: int,
+    h: int,
+    w: int,
+    max_delta: int,
+    generator: torch.Generator | None,
+    device: torch.device,
+    passes: int = 1,
 ) -> torch.Tensor:
-    """Flat source index [B, H*W] of every pixel after one pass of ImageNet-C's local pixel "swaps".
+    """Flat source index [passes, B, H*W] of every pixel after each pass of ImageNet-C's local pixel "swaps".
 
     The reference visits the pixels (h, w) of the interior (max_delta < h <= H - max_delta, same for w) from
     the bottom-right to the top-left, draws an offset (dy, dx) uniform in [-max_delta, max_delta)^2 and
@@ -53,32 +59,52 @@ def glass_source_indices(
     pixel therefore takes the *current* value of its target: the original value when the target has not been
     visited yet (it comes later in the scan), or the value the target itself already took when it was
     visited earlier (the target lies below, or on the same row to the right, and inside the interior). That
-    is a chain of pointers that always moves forward in visiting order, so it ends; we follow all chains at
-    once by pointer doubling (log2 of the longest chain steps). The result has exactly the distribution of
-    the reference's sequential loop (same offset law, same visiting order semantics); only the random stream
-    differs.
+    is a chain of pointers that always moves forward in visiting order, so it ends; the chains of all passes
+    are followed together, on the linked pixels only. The result has exactly the distribution of the
+    reference's sequential loop (same offset law, same visiting order semantics); only the random stream
+    differs. Each pass's map is relative to its own input (compose them to chain passes).
     """
-    d = max_delta
-    ys = torch.arange(h, device=device).view(1, h, 1)
-    xs = torch.arange(w, device=device).view(1, 1, w)
-    dy = randint(-d, d, (batch, h, w), generator, device)
-    dx = randint(-d, d, (batch, h, w), generator, device)
-    ty, tx = ys + dy, xs + dx
+    pointers, links = [], []
+    for k in range(passes):
+        ptr, link = _glass_pointers(batch, h, w, max_delta, generator, device)
+        pointers.append(ptr + k * batch * h * w)
+        links.append(link)
+    ptr, link = torch.cat(pointers), torch.cat(links)
+    # Every hop writes the current answer of the pixels still followed; the last write is the source.
+    src = ptr.clone()
+    idx = link.nonzero().squeeze(1)
+    node = ptr[idx]
+    while idx.numel():
+        more = link[node]
+        src[idx] = ptr[node]
+        keep = more.nonzero().squeeze(1)
+        idx, node = idx[keep], ptr[node[keep]]
+    offsets = torch.arange(passes * batch, device=device).view(passes, batch, 1) * (h * w)
+    return src.view(passes, batch, h * w) - offsets
+
+
+def _glass_pointers(
+    batch: int, h: int, w: int, d: int, generator: torch.Generator | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass: flat target index of every pixel (itself outside the interior) and whether that target
+    was visited before the pixel (so the pixel copies the target's new value, not its original one)."""
+    # Coordinates in float32 (exact for whole numbers below 2^24) are cheaper than int64 arithmetic.
+    ys = torch.arange(h, device=device, dtype=torch.float32).view(1, h, 1)
+    xs = torch.arange(w, device=device, dtype=torch.float32).view(1, 1, w)
+    # One draw per pixel for both offsets: r uniform in [0, 4 d^2) gives dy, dx uniform in [-d, d).
+    r = randint(0, 4 * d * d, (batch, h, w), generator, device).float()
+    qy = torch.floor((r + 0.5) / (2 * d))
+    ty, tx = ys + (qy - d), xs + (r - 2 * d * qy - d)
 
     def interior(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
         return (yy > d) & (yy <= h - d) & (xx > d) & (xx <= w - d)
 
-    inside = interior(ys, xs).expand(batch, h, w)
-    flat_self = (ys * w + xs).expand(batch, h, w)
-    ptr = torch.where(inside, ty.clamp(0, h - 1) * w + tx.clamp(0, w - 1), flat_self).reshape(batch, h * w)
-    visited_before = (ty > ys) | ((ty == ys) & (tx > xs))
-    link = (inside & interior(ty, tx) & visited_before).reshape(batch, h * w)
-    while bool(link.any()):
-        next_ptr = ptr.gather(1, ptr)
-        next_link = link.gather(1, ptr)
-        ptr = torch.where(link, next_ptr, ptr)
-        link = link & next_link
-    return ptr
+    inside = interior(ys, xs)
+    target = torch.where(inside, ty.clamp(0, h - 1) * w + tx.clamp(0, w - 1), ys * w + xs)
+    offsets = torch.arange(batch, device=device).view(batch, 1) * (h * w)
+    ptr = (target.view(batch, h * w).long() + offsets).view(-1)
+    link = (inside & interior(ty, tx) & ((ty > ys) | ((ty == ys) & (tx > xs)))).view(-1)
+    return ptr, link
 
 
 def glass_blur(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | None) -> torch.Tensor:
@@ -86,10 +112,12 @@ def glass_blur(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | 
     b, c, h, w = x.shape
     sigma = float(p["sigma"])
     y = torch.floor(gaussian_filter(x, sigma) * 255.0).clamp(0, 255) / 255.0
-    flat = y.reshape(b, c, h * w)
-    for _ in range(int(p["iterations"])):
-        src = glass_source_indices(b, h, w, int(p["max_delta"]), generator, x.device)
-        flat = flat.gather(2, src[:, None, :].expand(b, c, h * w))
+    # Compose the passes' index maps (pass k reads the result of pass k - 1); the pixels then move once.
+    maps = glass_source_indices(b, h, w, int(p["max_delta"]), generator, x.device, int(p["iterations"]))
+    src = maps[0]
+    for step in maps[1:]:
+        src = src.gather(1, step)
+    flat = y.reshape(b, c, h * w).gather(2, src[:, None, :].expand(b, c, h * w))
     return gaussian_filter(flat.reshape(b, c, h, w), sigma)
 
 

@@ -2,31 +2,38 @@
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from robustbench_rpc.corruptions._common import (
-    gaussian_filter,
-    hsv_to_rgb,
-    rand,
-    rgb_to_hsv,
-)
+from robustbench_rpc.corruptions._common import gaussian_filter, rand
+
+# Both HSV corruptions are done in RGB: with hue and saturation fixed every channel is proportional to the
+# value V, and with hue and value fixed every channel is V - S * V * w (w in [0, 1] set by the hue). This
+# equals the round trip through scikit-image's rgb2hsv / hsv2rgb, including its grey pixels (S = 0, hue 0).
 
 
 def brightness(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | None) -> torch.Tensor:
     """Add ``delta`` to the HSV value channel (clipped to 1)."""
-    hsv = rgb_to_hsv(x)
-    hsv = torch.stack((hsv[:, 0], hsv[:, 1], (hsv[:, 2] + p["delta"]).clamp(0, 1)), 1)
-    return hsv_to_rgb(hsv)
+    v = x.amax(1, keepdim=True)
+    v_new = (v + p["delta"]).clamp_(0, 1)
+    scaled = x * (v_new / v.clamp_min(1e-12))
+    return torch.where(v > 0, scaled, v_new)
 
 
 def saturate(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | None) -> torch.Tensor:
     """Scale and shift the HSV saturation channel: s * scale + shift (clipped to [0, 1])."""
-    hsv = rgb_to_hsv(x)
-    hsv = torch.stack((hsv[:, 0], (hsv[:, 1] * p["scale"] + p["shift"]).clamp(0, 1), hsv[:, 2]), 1)
-    return hsv_to_rgb(hsv)
+    v = x.amax(1, keepdim=True)
+    delta = v - x.amin(1, keepdim=True)
+    s = torch.where(v > 0, delta / v.clamp_min(1e-12), torch.zeros_like(v))
+    s_new = (s * p["scale"] + p["shift"]).clamp_(0, 1)
+    # w = (V - channel) / (S V) for coloured pixels; grey ones have hue 0, that is w = (0, 1, 1).
+    grey_w = torch.tensor([0.0, 1.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    w = torch.where(delta > 0, (v - x) / delta.clamp_min(1e-12), grey_w)
+    return v - s_new * v * w
 
 
 def contrast(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | None) -> torch.Tensor:
@@ -49,29 +56,13 @@ def elastic_transform(x: torch.Tensor, p: dict[str, Any], generator: torch.Gener
     return bilinear_symmetric(x, yy, xx)
 
 
-def _reflect(idx: torch.Tensor, n: int) -> torch.Tensor:
-    period = 2 * n
-    idx = torch.remainder(idx, period)
-    return torch.where(idx >= n, period - 1 - idx, idx)
-
-
 def bilinear_symmetric(x: torch.Tensor, yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
-    """Sample ``x`` [B, C, H, W] at per-image coordinates ``yy``, ``xx`` [B, H, W] (symmetric border)."""
-    b, c, h, w = x.shape
-    y0f, x0f = yy.floor(), xx.floor()
-    wy, wx = (yy - y0f)[:, None], (xx - x0f)[:, None]
-    y0, x0 = y0f.long(), x0f.long()
-    ya, yb = _reflect(y0, h), _reflect(y0 + 1, h)
-    xa, xb = _reflect(x0, w), _reflect(x0 + 1, w)
-    flat = x.reshape(b, c, h * w)
-
-    def take(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
-        idx = (yi * w + xi).reshape(b, 1, h * w).expand(b, c, h * w)
-        return flat.gather(2, idx).reshape(b, c, h, w)
-
-    top = take(ya, xa) * (1 - wx) + take(ya, xb) * wx
-    bottom = take(yb, xa) * (1 - wx) + take(yb, xb) * wx
-    return top * (1 - wy) + bottom * wy
+    """Sample ``x`` [B, C, H, W] bilinearly at per-image pixel coordinates ``yy``, ``xx`` [B, H, W], with
+    the image mirrored about its outer edges beyond the border (scipy ``map_coordinates``, order 1, mode
+    ``reflect``). That is ``grid_sample`` with reflection padding and ``align_corners=False``."""
+    h, w = x.shape[-2:]
+    grid = torch.stack(((2.0 * xx + 1.0) / w - 1.0, (2.0 * yy + 1.0) / h - 1.0), -1).to(x.dtype)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 @lru_cache(maxsize=64)
@@ -111,29 +102,42 @@ def pixelate(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | No
 
 
 def jpeg_roundtrip(images: torch.Tensor, quality: int = 85) -> torch.Tensor:
-    """Encode and decode every image of a batch as JPEG at ``quality`` with Pillow (libjpeg, 4:2:0 chroma).
+    """Encode and decode every image of a batch as JPEG at ``quality`` (libjpeg-turbo, 4:2:0 chroma).
 
     Accepts uint8 or float [0, 1] batches [B, 3, H, W] and returns the same dtype and device; floats are
     rounded to 8 bits first, as saving them to a file would. This is also how ImageNet-C's files were written
-    (quality 85), so ``jpeg_roundtrip(corrupt(...))`` simulates the released dataset.
+    (quality 85), so ``jpeg_roundtrip(corrupt(...))`` simulates the released dataset. The codec runs on the
+    CPU through torchvision.io, whose output is byte-identical to Pillow's save and load at the same quality.
     """
+    is_float = images.is_floating_point()
+    u8 = (images.detach() * 255).round().clamp(0, 255).to(torch.uint8) if is_float else images
+    u8 = u8.cpu().contiguous()
+    try:
+        from torchvision.io import decode_jpeg, encode_jpeg
+    except ImportError:  # torchvision has deprecated its codecs: Pillow gives the same bytes, slower
+        decoded = _jpeg_roundtrip_pillow(u8, quality)
+    else:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            decoded = torch.stack(decode_jpeg(encode_jpeg(list(u8), quality=int(quality))))
+    decoded = decoded.to(images.device)
+    return decoded.to(images.dtype) / 255.0 if is_float else decoded
+
+
+def _jpeg_roundtrip_pillow(u8: torch.Tensor, quality: int) -> torch.Tensor:
     import io
 
     import numpy as np
     from PIL import Image
 
-    is_float = images.is_floating_point()
-    u8 = (images.detach() * 255).round().clamp(0, 255).to(torch.uint8) if is_float else images
-    arrays = u8.permute(0, 2, 3, 1).cpu().numpy()
     out = []
-    for arr in arrays:
+    for arr in u8.permute(0, 2, 3, 1).numpy():
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, format="JPEG", quality=int(quality))
         buf.seek(0)
         with Image.open(buf) as im:
             out.append(np.asarray(im.convert("RGB")))
-    decoded = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(images.device)
-    return decoded.to(images.dtype) / 255.0 if is_float else decoded.contiguous()
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
 def jpeg_compression(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | None) -> torch.Tensor:
