@@ -82,3 +82,13 @@ def write_model(root: Path, which: str) -> ResultsStore:
         cell = spec(model, sha, "imagenet", "attack", name="pgd", norm="Linf", eps=eps255 / 255, steps=10)
         store.write_cell(cell, attack_records(10, clean, robust, eps255 / 255), PROVENANCE)
     return store
+
+
+def test_model_labels_name_the_default_precision() -> None:
+    from robustbench_rpc.results.tidy import model_labels
+
+    fp32 = {"model": "m", "checkpoint_sha256": "ab", "model_options": {}}
+    bf16 = {"model": "m", "checkpoint_sha256": "ab", "model_options": {"precision": "bf16"}}
+    assert model_labels([fp32, bf16, fp32]) == ["m[precision=fp32]", "m[precision=bf16]", "m[precision=fp32]"]
+    other = {"model": "n", "checkpoint_sha256": None, "model_options": {"rpc_iters": 2}}
+    assert model_labels([other]) == ["n"]

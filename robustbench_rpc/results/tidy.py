@@ -215,6 +215,10 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+# What an absent model option means, for labels (precision is recorded only when it is not float32).
+_OPTION_DEFAULTS: dict[str, Any] = {"precision": "fp32"}
+
+
 def model_labels(identities: list[dict[str, Any]]) -> list[str]:
     """Return a short display label per identity: the model name, plus what tells same-named models apart."""
     unique: dict[str, dict[str, Any]] = {}
@@ -229,12 +233,14 @@ def model_labels(identities: list[dict[str, Any]]) -> list[str]:
         differing = [
             k
             for k in option_keys
-            if len({json.dumps(ident["model_options"].get(k), default=str) for ident in group}) > 1
+            if len({json.dumps(ident["model_options"].get(k, _OPTION_DEFAULTS.get(k)), default=str) for ident in group})
+            > 1
         ]
         for ident in group:
             label = name
             if differing:
-                label += "[" + ",".join(f"{k}={ident['model_options'].get(k)}" for k in differing) + "]"
+                options = ident["model_options"]
+                label += "[" + ",".join(f"{k}={options.get(k, _OPTION_DEFAULTS.get(k))}" for k in differing) + "]"
             labels[json.dumps(ident, sort_keys=True, default=str)] = label
         counts: dict[str, int] = {}
         for ident in group:
