@@ -26,8 +26,12 @@ class RunSummary:
     skipped: list[Any] = field(default_factory=list)
     table: Any = None  # pandas DataFrame of the tidy rows of this run's cells (None on ranks other than 0)
     rank: int = 0  # this process's rank in a distributed run (only rank 0 writes and has the table)
+    part: str | None = None  # "i/n" for a --shard-by samples run: it wrote parts of cells, not finished cells
 
     def __str__(self) -> str:
+        if self.part is not None:
+            return (f"{len(self.written)} part(s) of cells computed, {len(self.skipped)} already finished (sample "
+                    f"shard {self.part}), in {self.out}; combine the shards with 'robustbench-rpc merge'")
         return f"{len(self.written)} cell(s) computed, {len(self.skipped)} already finished, results in {self.out}"
 
 
@@ -110,12 +114,13 @@ class RunOptions:
     allow_mixed: bool = False
     progress: bool = True
     shard: str | None = None
+    shard_by: str = "cells"
     command_line: Sequence[str] | None = None
 
     def validate(self) -> None:
         """Check the numbers users type."""
         from robustbench_rpc.engine.device import check_precision
-        from robustbench_rpc.engine.distributed import parse_shard
+        from robustbench_rpc.engine.distributed import parse_shard, parse_shard_by
 
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}.")
@@ -125,14 +130,16 @@ class RunOptions:
             raise UserError(f"--prefetch must be >= 1, got {self.prefetch_factor}.")
         check_precision(self.precision)
         parse_shard(self.shard)
+        self.shard_by = parse_shard_by(self.shard_by, self.shard)
 
 
 def _plan_cells(jobs: Sequence[Any]) -> list[Any]:
     return [spec for job in jobs for spec in job.specs]
 
 
-def _select_shard(jobs: list[Any], shard: tuple[int, int] | None) -> list[Any]:
-    """Keep the cells of ``shard`` (position p of the plan belongs to shard p % n)."""
+def _select_shard(jobs: list[Any], shard: tuple[int, int] | None, shard_by: str = "cells",
+                  batch_size: int = 1) -> list[Any]:
+    """Keep the cells of ``shard`` (position p of the plan belongs to shard p % n); by samples, keep every cell."""
     from dataclasses import replace
 
     from robustbench_rpc.engine.distributed import shard_of
@@ -141,6 +148,13 @@ def _select_shard(jobs: list[Any], shard: tuple[int, int] | None) -> list[Any]:
     if shard is None:
         return jobs
     index, count = shard
+    if shard_by == "samples":
+        batches = max(-(-len(job.source) // batch_size) for job in jobs)
+        if index >= batches:
+            raise UserError(f"--shard {index}/{count} --shard-by samples has no samples: the largest dataset of "
+                            f"the plan has only {batches} batch(es) of {batch_size}; use at most {batches} shards "
+                            "or a smaller --batch-size.")
+        return jobs
     keep = {spec.key() for p, spec in enumerate(_plan_cells(jobs)) if shard_of(p, count) == index}
     out = []
     for job in jobs:
@@ -160,11 +174,20 @@ def _select_shard(jobs: list[Any], shard: tuple[int, int] | None) -> list[Any]:
 CONTENT_KEYS = ("num_files", "paths_sha256", "num_samples", "sha256")
 
 
-def _finished(store: Any, job: Any, spec: Any) -> bool:
-    """True when ``spec`` is stored; refuse to reuse it if it was computed on other data than the job's source."""
-    if not store.has(spec):
+def _finished(store: Any, job: Any, spec: Any, part: Any = None) -> bool:
+    """True when ``spec`` (or, with ``part``, this sample shard's part of it, for the same plan) is stored.
+
+    A result computed on other data than the job's source is refused rather than reused.
+    """
+    if part is not None:
+        found = store.read_part(spec, part.index, part.count)
+        if found is None or found.meta["part"].get("plan_hash") != part.plan_hash:
+            return False
+        meta = found.meta
+    elif not store.has(spec):
         return False
-    _, meta = store.read_cell(spec, columns=["index"])
+    else:
+        _, meta = store.read_cell(spec, columns=["index"])
     stored = (meta.get("extra") or {}).get("dataset_fingerprint") or {}
     now = job.source.fingerprint()
     changed = [k for k in CONTENT_KEYS if k in stored and k in now and stored[k] != now[k]]
@@ -217,7 +240,7 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
     )
     from robustbench_rpc.engine.plan import total_samples
     from robustbench_rpc.engine.progress import ProgressReporter
-    from robustbench_rpc.engine.runner import Engine, EngineOptions
+    from robustbench_rpc.engine.runner import Engine, EngineOptions, SamplePart
     from robustbench_rpc.results.provenance import collect_provenance
     from robustbench_rpc.results.store import ResultsStore
     from robustbench_rpc.results.tidy import cell_metrics
@@ -240,15 +263,19 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
     plan_keys = [spec.key() for spec in _plan_cells(jobs)]
     settings = {"seed": run.seed, "batch_size": run.batch_size, "precision": run.precision}
     plan_hash = plan_fingerprint(plan_keys, **settings)
-    check_plan_agreement(ctx, plan_fingerprint(plan_keys, shard=run.shard, **settings),
-                         {"cells": len(plan_keys), "shard": run.shard, **settings})
+    shard_by = run.shard_by if shard else None
+    check_plan_agreement(ctx, plan_fingerprint(plan_keys, shard=run.shard, shard_by=shard_by, **settings),
+                         {"cells": len(plan_keys), "shard": run.shard, "shard_by": shard_by, **settings})
     all_specs = _plan_cells(jobs)
-    jobs = collective_step(ctx, lambda: _select_shard(jobs, shard), "selecting the shard")
-    plan_info = {"hash": plan_hash, "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+    jobs = collective_step(ctx, lambda: _select_shard(jobs, shard, run.shard_by, run.batch_size),
+                           "selecting the shard")
+    part = SamplePart(shard[0], shard[1], plan_hash) if shard and shard_by == "samples" else None
+    plan_info = {"hash": plan_hash, "shard": f"{shard[0]}/{shard[1]}" if shard else None, "shard_by": shard_by,
                  "cells": [{"key": s.key(), "slug": s.slug()} for s in all_specs], **settings}
     options = EngineOptions(batch_size=run.batch_size, workers=run.workers, device=device, precision=run.precision,
                             seed=run.seed, force=run.force, pin_memory=device.type == "cuda",
-                            prefetch_factor=run.prefetch_factor, channels_last=run.channels_last, dist=ctx)
+                            prefetch_factor=run.prefetch_factor, channels_last=run.channels_last, dist=ctx,
+                            part=part)
     store: Any = None
     provenance: dict[str, Any] = {}
 
@@ -265,13 +292,13 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
             fingerprints, precision=run.precision, batch_size=run.batch_size, channels_last=run.channels_last,
             compile=run.compile, world_size=ctx.world_size, distributed_backend=ctx.backend, plan=plan_info,
         )
-        todo = [s.key() for job in jobs for s in job.specs if run.force or not _finished(store, job, s)]
+        todo = [s.key() for job in jobs for s in job.specs if run.force or not _finished(store, job, s, part)]
         run_id = store.start_run(provenance, model=first)
         return run_id, todo
 
     run_id, todo = main_step(ctx, open_store, "opening the results directory")
     model = prepare_model(model, device, run.channels_last, run.compile)
-    summary = RunSummary(Path(out), rank=ctx.rank)
+    summary = RunSummary(Path(out), rank=ctx.rank, part=f"{shard[0]}/{shard[1]}" if part else None)
     pending_jobs = [job for job in jobs if any(s.key() in set(todo) for s in job.specs)]
     share = -(-total_samples(pending_jobs) // ctx.world_size)
     with ProgressReporter(share, enabled=run.progress and ctx.is_main, description=what) as progress:
@@ -283,7 +310,7 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
     import pandas as pd
 
     rows = []
-    for job in jobs:
+    for job in jobs if part is None else []:  # a sample shard holds parts: no metrics until they are merged
         for spec in job.specs:
             records, _ = store.read_cell(spec)
             for metric, value, n in cell_metrics(spec, records):
@@ -291,7 +318,8 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
                              "name": spec.params.get("name"), "severity": spec.params.get("severity"),
                              "norm": spec.params.get("norm"), "eps": spec.params.get("eps"),
                              "metric": metric, "value": value, "n": n})
-    summary.table = pd.DataFrame(rows)
+    summary.table = pd.DataFrame(rows, columns=["dataset", "condition", "name", "severity", "norm", "eps",
+                                                "metric", "value", "n"])
     return summary
 
 

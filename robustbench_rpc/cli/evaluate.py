@@ -18,9 +18,14 @@ BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Images per b
 Workers = Annotated[int, typer.Option("--workers", help="DataLoader worker processes.", rich_help_panel=RUN_PANEL)]
 Prefetch = Annotated[int | None, typer.Option("--prefetch", help="Batches each data worker loads ahead "
                                               "(with --workers > 0; default 2).", rich_help_panel=RUN_PANEL)]
-Shard = Annotated[str | None, typer.Option("--shard", help="Evaluate shard i of n (0-based, e.g. 0/4): the plan's "
-                                           "cells p with p % n == i, into this shard's own --out; combine with "
+Shard = Annotated[str | None, typer.Option("--shard", help="Evaluate shard i of n (0-based, e.g. 0/4) into this "
+                                           "shard's own --out: with --shard-by cells the plan's cells p with "
+                                           "p % n == i, with --shard-by samples every cell on the batches b with "
+                                           "b % n == i (same --batch-size everywhere); combine the shards with "
                                            "'robustbench-rpc merge'.", rich_help_panel=RUN_PANEL)]
+ShardBy = Annotated[str, typer.Option("--shard-by", help="How --shard splits the plan: cells (default) or samples "
+                                      "(for plans with few cells, e.g. one attack on 50,000 images; each shard "
+                                      "writes parts of cells that only merge reads).", rich_help_panel=RUN_PANEL)]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda, cuda:N.",
                                      rich_help_panel=RUN_PANEL)]
 Amp = Annotated[str, typer.Option("--amp", help="Precision: fp32, bf16 or fp16 (autocast).", rich_help_panel=RUN_PANEL)]
@@ -63,6 +68,9 @@ def _missing(value: Any) -> bool:
 
 def _print_summary(summary: Any, title: str) -> None:
     if getattr(summary, "rank", 0) != 0:  # distributed: rank 0 reports for everyone
+        return
+    if getattr(summary, "part", None) is not None:  # a sample shard: parts of cells, no metrics before the merge
+        typer.echo(str(summary))
         return
     from rich.console import Console
     from rich.table import Table
@@ -148,6 +156,7 @@ def evaluate_command(
     force: Force = False,
     allow_mixed: AllowMixed = False,
     shard: Shard = None,
+    shard_by: ShardBy = "cells",
     quiet: Quiet = False,
 ) -> None:
     """Evaluate a model on ImageNet, ImageNet-C (released or generated), ImageNet-A/R/O, a folder or the digits."""
@@ -164,6 +173,7 @@ def evaluate_command(
         labels_file=labels, class_list=classes, jpeg=jpeg, batch_size=batch_size, workers=workers, device=device,
         precision=amp, channels_last=channels_last, compile=compile_model, seed=seed, force=force,
         allow_mixed=allow_mixed, progress=not quiet, prefetch_factor=prefetch, shard=shard,
+        shard_by=shard_by,
     )
     _print_summary(summary, f"{model}: evaluation")
 
@@ -215,6 +225,7 @@ def attack_command(
     force: Force = False,
     allow_mixed: AllowMixed = False,
     shard: Shard = None,
+    shard_by: ShardBy = "cells",
     quiet: Quiet = False,
 ) -> None:
     """Attack a model over a range of budgets; every (attack, eps) becomes a cell of the results directory."""
@@ -230,5 +241,6 @@ def attack_command(
         limit=limit, subset=subset, labels_file=labels, class_list=classes, save_adv=save_adv,
         batch_size=batch_size, workers=workers, device=device, seed=seed, force=force, allow_mixed=allow_mixed,
         progress=not quiet, prefetch_factor=prefetch, shard=shard,
+        shard_by=shard_by,
     )
     _print_summary(summary, f"{model}: attacks")

@@ -6,8 +6,20 @@ canonical batches ``b`` of every cell with ``b % world_size == rank`` (batch ``b
 batch-dependent numerics are unchanged), the per-batch records are gathered to rank 0, which sorts them and
 writes the cell. Other ranks write nothing. Results equal a single-process run with the same ``--batch-size``.
 
-Shards: ``--shard i/n`` (0-based, ``0 <= i < n``) keeps the cells at positions ``p`` of the plan with
-``p % n == i``; each shard writes its own results directory and ``robustbench-rpc merge`` combines them.
+Shards (job arrays): ``--shard i/n`` (0-based, ``0 <= i < n``) evaluates a deterministic part of the plan into
+its own results directory, and ``robustbench-rpc merge`` combines the shard directories. ``--shard-by`` says how:
+
+- ``cells`` (default): the shard keeps the cells at positions ``p`` of the plan with ``p % n == i`` and writes them
+  as finished cells.
+- ``samples``: the shard runs every cell of the plan, but only on the canonical batches ``b`` with ``b % n == i``
+  (the split torchrun uses), and writes each cell's share as a *part* (``parts/`` of the results directory, never
+  read as a result). ``merge`` checks that all ``n`` parts of a cell are there and assembles the records, sorted by
+  dataset index, into the cell a single-process run with the same ``--batch-size`` writes; seeds are keyed on the
+  batch start, so the records are the same. Under torchrun a sample shard spreads its batches over its ranks:
+  effective rank ``i + n * rank`` of world ``n * world_size`` (:func:`sample_shard_rank`), which keeps
+  ``b % n == i`` whatever the number of ranks of each shard.
+
+The split mode is recorded with the plan (``shard_by``); merging shards of different modes is refused.
 """
 
 from __future__ import annotations
@@ -23,11 +35,13 @@ from typing import Any, TypeVar
 
 import torch
 
-from robustbench_rpc.errors import UserError
+from robustbench_rpc.errors import UserError, did_you_mean
 
 T = TypeVar("T")
 
 _SHARD = re.compile(r"^\s*(-?\d+)\s*/\s*(-?\d+)\s*$")
+#: How ``--shard i/n`` splits a plan: by cells of the plan, or by canonical batches of samples of every cell.
+SHARD_MODES = ("cells", "samples")
 
 
 @dataclass(frozen=True)
@@ -190,6 +204,25 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     if not 0 <= index < count:
         raise UserError(f"--shard {text!r}: the shard index i must be in 0..{count - 1} (shards are 0-based).")
     return index, count
+
+
+def parse_shard_by(mode: str | None, shard: str | None = None) -> str:
+    """Check a ``--shard-by`` value (cells or samples; None means cells) and return it."""
+    text = "cells" if mode is None else str(mode).strip().lower()
+    if text not in SHARD_MODES:
+        raise UserError(f"--shard-by {mode!r} is not a way to split a plan; expected cells or samples"
+                        f"{did_you_mean(text, SHARD_MODES)}.")
+    if text == "samples" and (shard is None or str(shard).strip() == ""):
+        raise UserError("--shard-by samples needs --shard i/n (which share of the samples to evaluate).")
+    return text
+
+
+def sample_shard_rank(index: int, count: int, rank: int = 0, world_size: int = 1) -> tuple[int, int]:
+    """Return (effective rank, effective world size) of torchrun ``rank`` in sample shard ``index`` of ``count``.
+
+    Batch ``b`` goes to the shard ``b % count`` and, inside it, to rank ``(b // count) % world_size``.
+    """
+    return index + count * rank, count * world_size
 
 
 def shard_of(position: int, count: int) -> int:

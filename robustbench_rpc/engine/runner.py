@@ -3,6 +3,9 @@
 Three kinds of job: classification (clean, released corruptions, ImageNet-A/R, folders; OOD detection for
 ImageNet-O), generated corruptions (one decode of the clean images serves every requested corruption and severity)
 and attacks (one (attack, eps) per cell). Finished cells are skipped on a re-run unless ``force``.
+
+With ``EngineOptions.part`` (``--shard i/n --shard-by samples``) every cell runs only on the canonical batches
+``b % n == i`` and is written as a part (``ResultsStore.write_part``) that ``merge`` assembles later.
 """
 
 from __future__ import annotations
@@ -19,10 +22,19 @@ from torch import Tensor
 from robustbench_rpc.data.base import Batch, LoadReport
 from robustbench_rpc.data.classes import mask_logits
 from robustbench_rpc.engine.device import autocast
-from robustbench_rpc.engine.distributed import DistContext, gather_to_main
+from robustbench_rpc.engine.distributed import DistContext, gather_to_main, sample_shard_rank
 from robustbench_rpc.engine.records import records_frame, records_from_logits
 from robustbench_rpc.engine.sources import BatchSource, LoaderOptions
-from robustbench_rpc.results.schema import CellSpec
+from robustbench_rpc.results.schema import BASE_COLUMNS, CellSpec
+
+
+@dataclass(frozen=True)
+class SamplePart:
+    """The share of a sample-sharded run (``--shard index/count --shard-by samples``) and the plan it belongs to."""
+
+    index: int
+    count: int
+    plan_hash: str
 
 
 @dataclass
@@ -39,6 +51,7 @@ class EngineOptions:
     prefetch_factor: int | None = None
     channels_last: bool = False
     dist: DistContext = field(default_factory=DistContext)
+    part: SamplePart | None = None
 
     @property
     def loading(self) -> LoaderOptions:
@@ -111,6 +124,12 @@ def cell_seed(seed: int, *parts: Any) -> int:
     return zlib.crc32("|".join(str(p) for p in (seed, *parts)).encode()) & 0x7FFFFFFF
 
 
+def _has_part(store: Any, spec: CellSpec, part: SamplePart) -> bool:
+    """True when the store holds this shard's part of ``spec``, computed for the same plan."""
+    found = store.read_part(spec, part.index, part.count)
+    return found is not None and found.meta["part"].get("plan_hash") == part.plan_hash
+
+
 class Engine:
     """Runs jobs against a model, writes finished cells to a store, reports progress through a callback.
 
@@ -148,8 +167,10 @@ class Engine:
             return self.model(images).float()
 
     def _batches(self, source: BatchSource) -> Any:
-        dist = self.options.dist
-        return source.shard_batches(self.options.batch_size, dist.rank, dist.world_size, self.options.loading)
+        dist, part = self.options.dist, self.options.part
+        rank, world = (dist.rank, dist.world_size) if part is None else \
+            sample_shard_rank(part.index, part.count, dist.rank, dist.world_size)
+        return source.shard_batches(self.options.batch_size, rank, world, self.options.loading)
 
     @staticmethod
     def _part(number: int, batch: Batch, rows: dict[str, list[dict[str, Any]]]) -> BatchPart:
@@ -169,19 +190,35 @@ class Engine:
             report.skipped.extend(part.skipped)
             report.converted.update(mode for _, mode in part.converted)
             report.loaded += part.loaded
+        part_meta = None if self.options.part is None else self._part_meta(ordered, source)
         for spec in specs:
             rows = [row for part in ordered for row in part.rows.get(spec.key(), [])]
-            self._write(spec, rows, source, report, started, extra)
+            self._write(spec, rows, source, report, started, extra, part_meta)
+
+    def _part_meta(self, ordered: list[BatchPart], source: BatchSource) -> dict[str, Any]:
+        """Describe a sample shard's part: which batches it holds and their load accounting (for the merge)."""
+        part = self.options.part
+        assert part is not None
+        loads = [{"number": p.number, "skipped": [list(x) for x in p.skipped],
+                  "converted": [list(x) for x in p.converted]} for p in ordered if p.skipped or p.converted]
+        return {"index": part.index, "count": part.count, "plan_hash": part.plan_hash,
+                "batch_size": self.options.batch_size, "total": len(source),
+                "batches": [p.number for p in ordered], "loaded": sum(p.loaded for p in ordered),
+                "batch_loads": loads, "missing": [list(x) for x in source.missing()]}
 
     def _write(self, spec: CellSpec, rows: list[dict[str, Any]], source: BatchSource, report: LoadReport,
-               started: float, extra: dict[str, Any] | None = None) -> None:
+               started: float, extra: dict[str, Any] | None = None, part: dict[str, Any] | None = None) -> None:
         payload = {"seconds": round(time.perf_counter() - started, 3), "batch_size": self.options.batch_size,
                    "precision": self.options.precision, "dataset_fingerprint": source.fingerprint(),
                    "load_report": report.as_dict()}
         if self.options.dist.enabled:
             payload["world_size"] = self.options.dist.world_size
         payload.update(extra or {})
-        self.store.write_cell(spec, records_frame(rows), self.provenance, extra=payload, run_id=self.run_id)
+        if part is not None:
+            frame = records_frame(rows) if rows else records_frame([]).reindex(columns=list(BASE_COLUMNS))
+            self.store.write_part(spec, frame, self.provenance, extra=payload, part=part, run_id=self.run_id)
+        else:
+            self.store.write_cell(spec, records_frame(rows), self.provenance, extra=payload, run_id=self.run_id)
         self.written.append(spec)
 
     def _tick(self, cell: str, advance: int, total: int) -> None:
@@ -194,6 +231,9 @@ class Engine:
             return [s for s in job.specs if s.key() in self.todo]
         if self.options.force:
             return job.specs
+        part = self.options.part
+        if part is not None:
+            return [s for s in job.specs if not _has_part(self.store, s, part)]
         return [s for s in job.specs if not self.store.has(s)]
 
     # -- jobs ----------------------------------------------------------------------------------------------

@@ -1,9 +1,17 @@
 """Merging the results directories of ``--shard i/n`` runs into one directory.
 
 Each shard directory records its run's plan (hash of the ordered cell keys and the result-changing settings, the
-list of planned cells, the shard spec) in its run provenance. Merging checks that every shard holds the same model
-identity and the same plan, copies the cell files (verified, atomically) and reports the planned cells that no
-shard holds; a merge with missing cells is refused unless ``allow_partial``.
+list of planned cells, the shard spec ``i/n`` and how it splits, ``shard_by``) in its run provenance. Merging
+checks that every shard holds the same model identity and the same plan, and that all shards split it the same
+way (cells or samples: mixing them is refused), then:
+
+- cell shards (``--shard-by cells``): copies the finished cell files (verified, atomically);
+- sample shards (``--shard-by samples``): assembles each cell from its ``n`` parts (see
+  :mod:`robustbench_rpc.results.parts`): records concatenated and sorted by dataset index, load reports combined,
+  written as the finished cell a single-process run with the same ``--batch-size`` writes.
+
+Planned cells that no shard holds, or whose parts are incomplete (the missing shard indices are reported per cell),
+refuse the merge unless ``allow_partial``; even then an incomplete cell is left out, never written as finished.
 """
 
 from __future__ import annotations
@@ -18,16 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from robustbench_rpc.errors import UserError
+from robustbench_rpc.results.parts import StoredPart, assemble_cell, missing_indices
 from robustbench_rpc.results.provenance import package_versions
 from robustbench_rpc.results.store import ResultsStore, atomic_write_bytes
 
 
 @dataclass
 class MergeReport:
-    """What a merge did: the output, the shards seen, the cells copied and the planned cells missing."""
+    """What a merge did: the output, the shards seen, the cells copied or assembled and the planned cells missing."""
 
     out: Path
     plan_hash: str
+    shard_by: str = "cells"
     shards: list[str] = field(default_factory=list)
     copied: list[str] = field(default_factory=list)
     missing: list[dict[str, Any]] = field(default_factory=list)
@@ -41,7 +51,8 @@ class MergeReport:
     def __str__(self) -> str:
         text = f"{len(self.copied)} cell(s) merged from {len(self.shards)} shard(s) into {self.out}"
         if self.missing:
-            text += f"; {len(self.missing)} planned cell(s) missing (partial)"
+            what = "incomplete or missing" if self.shard_by == "samples" else "missing"
+            text += f"; {len(self.missing)} planned cell(s) {what}, left out (partial)"
         return text
 
 
@@ -54,8 +65,58 @@ def _plans(store: ResultsStore) -> list[dict[str, Any]]:
 
 
 def _shard_label(plans: list[dict[str, Any]]) -> str:
-    labels = sorted({str(p.get("shard") or "all") for p in plans})
+    labels = sorted({str(p.get("shard") or "all") + (" by samples" if p.get("shard_by") == "samples" else "")
+                     for p in plans})
     return ",".join(labels)
+
+
+def _split_modes(store: ResultsStore) -> set[str]:
+    """Return how the sharded runs of ``store`` split their plan (cells, samples); empty when none was sharded."""
+    return {str(p.get("shard_by") or "cells") for p in _plans(store) if p.get("shard")}
+
+
+def _check_one_split(stores: Sequence[ResultsStore]) -> str:
+    """Return the split mode of the shards (cells when none is sharded); refuse shards split in different ways."""
+    seen: dict[str, Path] = {}
+    for store in stores:
+        for mode in sorted(_split_modes(store)):
+            seen.setdefault(mode, store.root)
+    if len(seen) > 1:
+        raise UserError(f"Shards {seen['cells']} (--shard-by cells) and {seen['samples']} (--shard-by samples) "
+                        "split the plan in different ways; merge shards of one kind only (re-run them with the "
+                        "same --shard-by).")
+    return next(iter(seen), "cells")
+
+
+def _sample_count(stores: Sequence[ResultsStore]) -> int:
+    """Return n of the sample shards ``i/n``; refuse shards that split the samples into different numbers."""
+    counts: dict[int, Path] = {}
+    for store in stores:
+        for plan in _plans(store):
+            if plan.get("shard") and (m := re.fullmatch(r"\d+/(\d+)", str(plan["shard"]))):
+                counts.setdefault(int(m.group(1)), store.root)
+    if len(counts) > 1:
+        (a, da), (b, db) = list(counts.items())[:2]
+        raise UserError(f"Shards {da} (of {a}) and {db} (of {b}) split the samples into different numbers of "
+                        "shards; merge the shards of one --shard i/n split.")
+    return next(iter(counts))
+
+
+def _collect_parts(stores: Sequence[ResultsStore], planned_keys: set[str],
+                   report: MergeReport) -> dict[str, list[StoredPart]]:
+    """Return the parts of every planned cell (first copy of each shard index); note the others as ignored."""
+    found: dict[str, dict[int, StoredPart]] = {}
+    for store in stores:
+        for file in store.part_files():
+            part = StoredPart(store, file)
+            key = file.spec.key()
+            if key not in planned_keys:
+                report.ignored.append(str(file.path))
+            elif part.index in found.setdefault(key, {}):
+                report.ignored.append(f"{file.path} (part {part.label} is also in {found[key][part.index].path})")
+            else:
+                found[key][part.index] = part
+    return {key: list(by_index.values()) for key, by_index in found.items()}
 
 
 def missing_shards(position_slugs: list[tuple[int, str]], count: int | None) -> list[int]:
@@ -103,10 +164,11 @@ def merge_results(dirs: Sequence[str | Path], out: str | Path, *, allow_partial:
                             f"seed, batch size or precision: plan {plan['hash'][:12]} vs "
                             f"{plans[0]['hash'][:12]}); run every shard with the same arguments.")
     assert identity is not None and plan is not None
+    shard_by = _check_one_split(stores)
     planned = [(c["key"], c["slug"]) for c in plan["cells"]]
     planned_keys = {k for k, _ in planned}
     found: dict[str, Any] = {}
-    report = MergeReport(out, plan["hash"])
+    report = MergeReport(out, plan["hash"], shard_by)
     for store in stores:
         report.shards.append(f"{store.root} ({_shard_label(_plans(store))})")
         for cell in store.cell_files():
@@ -115,19 +177,27 @@ def merge_results(dirs: Sequence[str | Path], out: str | Path, *, allow_partial:
                 report.ignored.append(str(cell.path))
             else:
                 found.setdefault(key, cell)
-    counts = {int(m.group(1)) for store in stores for p in _plans(store)
-              if (m := re.fullmatch(r"\d+/(\d+)", str(p.get("shard"))))}
-    count = counts.pop() if len(counts) == 1 else None
-    for position, (key, slug) in enumerate(planned):
-        if key not in found:
-            report.missing.append({"key": key, "slug": slug, "position": position,
-                                   "shard": f"{position % count}/{count}" if count else None})
+    if shard_by == "samples":
+        parts = _collect_parts(stores, planned_keys, report)
+        _missing_parts(planned, found, parts, _sample_count(stores), report, allow_partial)
+    else:
+        parts = {}
+        counts = {int(m.group(1)) for store in stores for p in _plans(store)
+                  if (m := re.fullmatch(r"\d+/(\d+)", str(p.get("shard"))))}
+        count = counts.pop() if len(counts) == 1 else None
+        for position, (key, slug) in enumerate(planned):
+            if key not in found:
+                report.missing.append({"key": key, "slug": slug, "position": position,
+                                       "shard": f"{position % count}/{count}" if count else None})
     if report.missing and not allow_partial:
         names = ", ".join(m["slug"] for m in report.missing[:8]) + (" ..." if len(report.missing) > 8 else "")
         shards = sorted({m["shard"] for m in report.missing if m["shard"]})
         where = f" (from shard(s) {', '.join(shards)})" if shards else ""
         raise UserError(f"{len(report.missing)} of {len(planned)} planned cell(s) are in none of the shards"
                         f"{where}: {names}; run the missing shards, or pass --allow-partial to merge what exists.")
+    missing_keys = {m["key"] for m in report.missing}
+    assembled = {key: assemble_cell(parts[key], plan) for key, _ in planned  # checked before anything is written
+                 if key not in found and key in parts and key not in missing_keys}
     target = ResultsStore(out, create=True)
     target.check_compatible(identity)
     for store in stores:
@@ -135,17 +205,41 @@ def merge_results(dirs: Sequence[str | Path], out: str | Path, *, allow_partial:
             target.import_run(run)
     for key, _slug in planned:
         cell = found.get(key)
-        if cell is None:
-            continue
-        atomic_write_bytes(target.cell_path(cell.spec), Path(cell.path).read_bytes())
-        report.copied.append(cell.spec.slug())
+        if cell is not None:
+            atomic_write_bytes(target.cell_path(cell.spec), Path(cell.path).read_bytes())
+            report.copied.append(cell.spec.slug())
+        elif key in assembled:
+            spec = parts[key][0].file.spec
+            records, provenance, extra = assembled[key]
+            target.write_cell(spec, records, provenance, extra=extra)
+            report.copied.append(spec.slug())
     merge_record = {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command_line": list(command_line if command_line is not None else sys.argv),
         "versions": package_versions(),
         "merge": {"sources": [str(s.root) for s in stores], "complete": report.complete,
                   "missing": report.missing, "copied": len(report.copied)},
-        "plan": {**plan, "shard": None} if report.complete else {**plan, "shard": "partial-merge"},
+        "plan": {**plan, "shard": None, "shard_by": None} if report.complete
+        else {**plan, "shard": "partial-merge", "shard_by": shard_by},
     }
     target.start_run(merge_record, model=identity)
     return report
+
+
+def _missing_parts(planned: list[tuple[str, str]], found: dict[str, Any], parts: dict[str, list[StoredPart]],
+                   count: int, report: MergeReport, allow_partial: bool) -> None:
+    """Note each planned cell that is neither finished nor complete in parts, with the missing shard indices."""
+    for position, (key, slug) in enumerate(planned):
+        if key in found:
+            continue
+        absent = missing_indices(parts.get(key, []), count)
+        if absent:
+            report.missing.append({"key": key, "slug": slug, "position": position, "missing_parts": absent,
+                                   "shard": ", ".join(f"{i}/{count}" for i in absent)})
+    if report.missing and not allow_partial:
+        shards = sorted({i for m in report.missing for i in m["missing_parts"]})
+        names = ", ".join(f"{m['slug']} (no part {m['shard']})" for m in report.missing[:6])
+        more = " ..." if len(report.missing) > 6 else ""
+        raise UserError(f"{len(report.missing)} of {len(planned)} planned cell(s) lack the parts of sample shard(s) "
+                        f"{', '.join(f'{i}/{count}' for i in shards)}: {names}{more}; run the missing shards, or "
+                        "pass --allow-partial to merge the complete cells and leave the others out.")

@@ -6,10 +6,16 @@ Layout of a results directory::
     runs/<run id>.json                the provenance of each run (versions, device, seeds, command line, ...)
     cells/<slug>-<key>.parquet        the per-sample records of one finished cell; the cell spec, the run's
                                       provenance and the row count live in the file's key-value metadata
+    parts/<slug>-<key>.part<i>of<n>.parquet
+                                      a *partial* cell of a ``--shard i/n --shard-by samples`` run: the records
+                                      of the canonical batches ``b % n == i``, with ``part`` metadata (index,
+                                      count, batch size, plan hash, batch numbers); only ``merge`` reads them
 
 Every file is written to a temporary name in the same directory, flushed to disk and renamed into place, so a
 process killed at any moment leaves either the previous state or the finished file. Temporary files (``.tmp-*``)
-are never read and are removed by later runs once stale.
+are never read and are removed by later runs once stale. Readers of finished cells (:meth:`ResultsStore.has`,
+:meth:`ResultsStore.cell_files`, tables, tidy, compare, resume) look only in ``cells/`` and reject a file that
+carries ``part`` metadata, so a partial cell is never taken for a result.
 """
 
 from __future__ import annotations
@@ -137,6 +143,7 @@ class ResultsStore:
         self.allow_mixed = allow_mixed
         self.cells_dir = self.root / "cells"
         self.runs_dir = self.root / "runs"
+        self.parts_dir = self.root / "parts"
         self.manifest_path = self.root / "manifest.json"
         if create:
             self._create()
@@ -206,7 +213,7 @@ class ResultsStore:
         """Remove temporary files left by writers that died (older than ``max_age_s``); return them."""
         removed = []
         now = time.time()
-        for directory in (self.root, self.cells_dir, self.runs_dir):
+        for directory in (self.root, self.cells_dir, self.runs_dir, self.parts_dir):
             if not directory.is_dir():
                 continue
             for path in directory.glob(f"{TEMP_PREFIX}*"):
@@ -290,8 +297,8 @@ class ResultsStore:
         """Return the file path of a cell (whether or not it exists)."""
         return self.cells_dir / f"{spec.slug()}-{spec.key()}.parquet"
 
-    def _verify(self, path: Path) -> CellFile:
-        """Read and check a cell file's metadata; raise ``ValueError`` with the reason when it is corrupt."""
+    def _verify(self, path: Path, *, part: bool = False) -> CellFile:
+        """Read and check a cell (or, with ``part``, a part) file's metadata; ``ValueError`` says what is wrong."""
         import pyarrow.parquet as pq
 
         try:
@@ -313,16 +320,22 @@ class ResultsStore:
             )
         if int(meta.get("num_rows", -1)) != file_meta.num_rows:
             raise ValueError(f"{file_meta.num_rows} rows where the metadata says {meta.get('num_rows')}")
-        if meta.get("key") != spec.key() or not path.stem.endswith(spec.key()):
+        part_meta = meta.get("part")
+        if bool(part_meta) != part:
+            raise ValueError("a partial cell of a --shard-by samples run, not a finished cell" if part_meta
+                             else "a finished cell, not a part")
+        tail = spec.key() + (part_suffix(part_meta["index"], part_meta["count"]) if part_meta else "")
+        if meta.get("key") != spec.key() or not path.stem.endswith(tail):
             raise ValueError("the cell spec does not match the file's key")
         return CellFile(path=path, spec=spec, meta=meta)
 
-    def _verified_or_warn(self, path: Path) -> CellFile | None:
+    def _verified_or_warn(self, path: Path, *, part: bool = False) -> CellFile | None:
         try:
-            return self._verify(path)
+            return self._verify(path, part=part)
         except ValueError as exc:
             warnings.warn(
-                f"Cell file {path} is corrupt ({exc}); it is treated as unfinished and will be recomputed.",
+                f"{'Part' if part else 'Cell'} file {path} is corrupt ({exc}); it is treated as unfinished and "
+                "will be recomputed.",
                 CorruptCellWarning,
                 stacklevel=3,
             )
@@ -343,6 +356,11 @@ class ResultsStore:
         run_id: str | None = None,
     ) -> Path:
         """Store the records of a finished cell atomically, with its spec and provenance; return the file path."""
+        return self._write_records(self.cell_path(spec), spec, records, provenance, extra, run_id)
+
+    def _write_records(self, path: Path, spec: CellSpec, records: pd.DataFrame, provenance: dict[str, Any],
+                       extra: dict[str, Any] | None, run_id: str | None,
+                       part: dict[str, Any] | None = None) -> Path:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -363,10 +381,12 @@ class ResultsStore:
             "provenance": provenance,
             "extra": extra or {},
         }
+        if part:
+            meta["part"] = part
         blob = json.dumps(meta, sort_keys=True, default=str).encode()
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: blob})
-        path = self.cell_path(spec)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda tmp: pq.write_table(table, tmp))
         except OSError as exc:
             raise UserError(f"Cannot write cell file {path}: {exc.strerror or exc}.") from exc
@@ -379,11 +399,12 @@ class ResultsStore:
             raise UserError(f"Results directory {self.root} has no finished cell {spec.slug()} ({spec.key()}).")
         return self._read(path, columns)
 
-    def _read(self, path: Path, columns: list[str] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    def _read(self, path: Path, columns: list[str] | None = None, *,
+              part: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
         import pyarrow.parquet as pq
 
         try:
-            cell = self._verify(path)
+            cell = self._verify(path, part=part)
             table = pq.read_table(path, columns=columns)
         except ValueError as exc:
             raise CorruptCellError(f"Cell file {path} is corrupt ({exc}); re-run to recompute it.") from exc
@@ -413,6 +434,33 @@ class ResultsStore:
             columns = [c for c in columns if c in present]
         return self._read(cell.path, columns)[0]
 
+    # ------------------------------------------------------------------------------------------------- parts
+    def part_path(self, spec: CellSpec, index: int, count: int) -> Path:
+        """Return the file path of part ``index`` of ``count`` of a cell (whether or not it exists)."""
+        return self.parts_dir / f"{spec.slug()}-{spec.key()}{part_suffix(index, count)}.parquet"
+
+    def write_part(self, spec: CellSpec, records: pd.DataFrame, provenance: dict[str, Any],
+                   extra: dict[str, Any] | None = None, *, part: dict[str, Any], run_id: str | None = None) -> Path:
+        """Store a partial cell (``part`` holds at least ``index`` and ``count``) under ``parts/``; return its path."""
+        path = self.part_path(spec, int(part["index"]), int(part["count"]))
+        return self._write_records(path, spec, records, provenance, extra, run_id, part)
+
+    def read_part(self, spec: CellSpec, index: int, count: int) -> CellFile | None:
+        """Return part ``index`` of ``count`` of a cell when it exists and verifies (None otherwise)."""
+        path = self.part_path(spec, index, count)
+        return self._verified_or_warn(path, part=True) if path.exists() else None
+
+    def part_files(self) -> list[CellFile]:
+        """Return the verified part files, sorted by name; corrupt ones are skipped with a warning."""
+        if not self.parts_dir.is_dir():
+            return []
+        paths = sorted(p for p in self.parts_dir.glob("*.parquet") if not p.name.startswith("."))
+        return [part for part in (self._verified_or_warn(p, part=True) for p in paths) if part is not None]
+
+    def read_part_records(self, part: CellFile) -> pd.DataFrame:
+        """Read the records of a listed part file."""
+        return self._read(part.path, part=True)[0]
+
     def iter_cells(self, columns: list[str] | None = None) -> Iterator[tuple[CellSpec, pd.DataFrame, dict]]:
         """Yield ``(spec, records, meta)`` for every finished cell."""
         for cell in self.cell_files():
@@ -420,6 +468,11 @@ class ResultsStore:
 
     def __repr__(self) -> str:
         return f"ResultsStore({str(self.root)!r})"
+
+
+def part_suffix(index: int, count: int) -> str:
+    """Return the file-name tail of part ``index`` of ``count`` (e.g. ``.part0of4``)."""
+    return f".part{int(index)}of{int(count)}"
 
 
 def records_from_table(table: Any) -> pd.DataFrame:

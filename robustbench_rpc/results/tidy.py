@@ -173,6 +173,9 @@ def unique_cells(stores: list[ResultsStore]) -> Iterator[tuple[int, ResultsStore
     for index, store in enumerate(stores):
         cells = store.cell_files()
         if not cells:
+            if store.parts_dir.is_dir() and any(store.parts_dir.glob("*.parquet")):
+                raise UserError(f"Results directory {store.root} holds only parts of cells from a --shard-by "
+                                "samples run; combine the shards first: robustbench-rpc merge SHARD_DIRS... --out DIR.")
             raise UserError(f"Results directory {store.root} has no finished cells yet.")
         for cell in cells:
             key = cell.spec.key()
