@@ -114,6 +114,45 @@ def test_ranks_that_disagree_all_fail_and_nothing_is_written(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+FAILING_MODEL = """
+import os, torch
+class FailsOnOneRank(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3 * 32 * 32, 10)
+        self.calls = 0
+    def forward(self, x):
+        self.calls += 1
+        if os.environ["RANK"] == os.environ["FAIL_RANK"] and self.calls > 1:
+            raise RuntimeError("injected failure")
+        return self.lin(x.flatten(1))
+def make(**kwargs):
+    return FailsOnOneRank()
+"""
+
+
+@pytest.mark.parametrize("fail_rank", ["0", "1"])
+def test_a_rank_failing_mid_run_stops_every_rank_and_no_cell_is_written(tmp_path, fail_rank):
+    (tmp_path / "failing_model.py").write_text(FAILING_MODEL)
+    port = str(_free_port())
+    procs = []
+    for rank in (0, 1):  # launched by hand: no torchrun to tear the group down
+        env = _env(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, WORLD_SIZE="2", RANK=str(rank),
+                   LOCAL_RANK=str(rank), FAIL_RANK=fail_rank)
+        env["PYTHONPATH"] = str(tmp_path) + os.pathsep + env["PYTHONPATH"]
+        argv = [sys.executable, "-m", "robustbench_rpc", "evaluate", "-m", "failing_model:make", "--suite",
+                "digits", "--limit", "64", "--batch-size", "8", "--device", "cpu", "-q", "--out",
+                str(tmp_path / "r")]
+        procs.append(subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    results = [p.communicate(timeout=120) for p in procs]  # a hang until the 30-minute group timeout fails here
+    for proc, (_, err) in zip(procs, results, strict=True):
+        assert proc.returncode != 0, err[-2000:]
+    assert "injected failure" in results[int(fail_rank)][1]
+    store = ResultsStore(tmp_path / "r") if (tmp_path / "r").exists() else None
+    assert store is None or not store.cell_files()
+
+
 def test_shard_specs():
     assert parse_shard("0/1") == (0, 1) and parse_shard(" 2 / 3 ") == (2, 3) and parse_shard(None) is None
     for bad, message in (("3/2", "must be in 0..1"), ("2/2", "must be in 0..1"), ("0/0", "must be >= 1"),
