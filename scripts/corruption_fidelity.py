@@ -23,7 +23,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "imagenet-val-100")
     parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=1, help="draws per random corruption on each side")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="draws per random corruption on each side (frost: 8 at least)")
     parser.add_argument("--corruptions", default="all", help="comma-separated names, or all")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -141,6 +141,20 @@ def test_noise_statistics_match_the_table() -> None:
     assert abs(float(y.mean()) - want) < 0.01 and torch.allclose(y * 3, (y * 3).round(), atol=1e-5)
 
 
+def test_8bit_poisson_sampler_has_the_poisson_law() -> None:
+    from robustbench_rpc.corruptions.noise import poisson_8bit
+
+    g = torch.Generator().manual_seed(0)
+    n = 200_000
+    for level, photons in [(200, 12.0), (255, 60.0), (3, 3.0), (0, 25.0)]:
+        counts = poisson_8bit(torch.full((n,), float(level)), photons, g).long()
+        lam = level / 255 * photons
+        freq = torch.bincount(counts, minlength=200).double() / n
+        for k in range(int(lam + 6 * math.sqrt(lam) + 6)):
+            p = math.exp(k * math.log(lam) - lam - math.lgamma(k + 1)) if lam > 0 else float(k == 0)
+            assert abs(float(freq[k]) - p) <= 5 * math.sqrt(p * (1 - p) / n) + 1e-9, (level, photons, k)
+
+
 def test_contrast_and_brightness_against_closed_forms() -> None:
     x = smooth_images(2, 32)
     y = corrupt(x, "contrast", 2, None)
@@ -267,6 +281,12 @@ def test_jpeg_roundtrip_is_byte_identical_to_pillow() -> None:
 def test_frost_assets_are_shipped() -> None:
     frosts = frost_images()
     assert len(frosts) == 6 and all(f.dtype == torch.uint8 and f.shape[0] == 3 for f in frosts)
+    # The reference reads the overlays with cv2.imread (BGR) and blends them into RGB images as they are.
+    from importlib import resources
+
+    with resources.as_file(resources.files("robustbench_rpc") / "assets" / "frost" / "frost4.jpg") as path:
+        rgb = torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy()).permute(2, 0, 1)
+    assert torch.equal(frosts[3], rgb.flip(0)) and not torch.equal(frosts[3], rgb)
 
 
 def test_cpu_generator_gives_same_result_on_gpu() -> None:

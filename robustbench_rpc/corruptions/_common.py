@@ -69,10 +69,14 @@ def pad_indices(n: int, pad: int, mode: str, device: torch.device) -> torch.Tens
 
 def pad2d(x: torch.Tensor, pad_h: int, pad_w: int, mode: str) -> torch.Tensor:
     """Pad the last two dimensions of ``x`` with one of the modes of :func:`pad_indices`."""
+    h, w = x.shape[-2:]
+    native = {"replicate": "replicate", "reflect101": "reflect"}.get(mode)
+    if native is not None and x.ndim in (3, 4) and (mode == "replicate" or (pad_h < h and pad_w < w)):
+        return F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode=native)  # one native kernel, much faster
     if pad_h:
-        x = x.index_select(-2, pad_indices(x.shape[-2], pad_h, mode, x.device))
+        x = x.index_select(-2, pad_indices(h, pad_h, mode, x.device))
     if pad_w:
-        x = x.index_select(-1, pad_indices(x.shape[-1], pad_w, mode, x.device))
+        x = x.index_select(-1, pad_indices(w, pad_w, mode, x.device))
     return x
 
 
@@ -117,7 +121,8 @@ def correlate1d(x: torch.Tensor, kernel: torch.Tensor, dim: int, mode: str) -> t
         m = band_matrix(kernel, n, mode, x.device).to(x.dtype)
         return torch.matmul(x, m.t()) if dim == -1 else torch.matmul(m, x)
     weights = kernel.double().tolist()
-    xp = x.index_select(dim, pad_indices(n, taps // 2, mode, x.device))
+    half = taps // 2
+    xp = pad2d(x, half, 0, mode) if dim == -2 else pad2d(x, 0, half, mode)
     out = xp.narrow(dim, 0, n) * weights[0]
     for t in range(1, taps):
         out.add_(xp.narrow(dim, t, n), alpha=weights[t])
@@ -177,37 +182,33 @@ def line_motion_blur(x: torch.Tensor, radius: int, sigma: float, angles: list[fl
 
     The kernel is a one-sided Gaussian over ``2 * radius + 1`` taps; tap ``i`` is the image shifted by
     ``i`` pixels along the angle (rounded half down), with the border pixels repeated. Taps that would leave
-    the
-    image stop the sum for that image (the reference breaks out of its loop there).
+    the image stop the sum for that image (the reference breaks out of its loop there).
     """
     b, c, h, w = x.shape
     width = 2 * radius + 1
-    taps = torch.arange(width, dtype=torch.float64)
-    kernel = torch.exp(-(taps**2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
+    steps = torch.arange(width, dtype=torch.float64)
+    kernel = torch.exp(-(steps**2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
     kernel = (kernel / kernel.sum()).tolist()
-    dys = torch.zeros((b, width), dtype=torch.long)
-    dxs = torch.zeros((b, width), dtype=torch.long)
-    weights = torch.zeros((b, width), dtype=torch.float32)
-    for j, angle in enumerate(angles):
+    taps: list[list[tuple[int, int, float]]] = []  # per image: (dy, dx, weight) of each tap
+    for angle in angles:
         py = width * math.sin(math.radians(angle))
         px = width * math.cos(math.radians(angle))
         hyp = math.hypot(py, px)
+        image_taps = []
         for i in range(width):
             dy = -math.ceil(((i * py) / hyp) - 0.5)
             dx = -math.ceil(((i * px) / hyp) - 0.5)
             if abs(dy) >= h or abs(dx) >= w:
                 break
-            dys[j, i], dxs[j, i], weights[j, i] = dy, dx, kernel[i]
+            image_taps.append((dy, dx, kernel[i]))
+        taps.append(image_taps)
     pad = width
     xp = pad2d(x, pad, pad, "replicate")
     out = torch.zeros_like(x)
-    for j in range(b):
-        for i in range(width):
-            wgt = float(weights[j, i])
-            if wgt == 0.0:
-                continue
+    for j, image_taps in enumerate(taps):
+        for dy, dx, wgt in image_taps:
             # shifted[y, x] = image[clamp(y - dy), clamp(x - dx)]
-            y0, x0 = pad - int(dys[j, i]), pad - int(dxs[j, i])
+            y0, x0 = pad - dy, pad - dx
             out[j].add_(xp[j, :, y0 : y0 + h, x0 : x0 + w], alpha=wgt)
     return out
 

@@ -100,8 +100,7 @@ def corrupt(images: torch.Tensor, name: str, severity: int, generator: torch.Gen
     step = chunk_size(images.shape)
     with torch.no_grad():
         for start in range(0, images.shape[0], step):
-            part = images[start : start + step]
-            out[start : start + step] = _corrupt_chunk(part, name, params, generator)
+            _corrupt_chunk(images[start : start + step], name, params, generator, out[start : start + step])
     return out
 
 
@@ -113,12 +112,20 @@ def chunk_size(shape: torch.Size) -> int:
 
 
 def _corrupt_chunk(
-    images: torch.Tensor, name: str, params: dict[str, Any], generator: torch.Generator | None
-) -> torch.Tensor:
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    y = CORRUPTIONS[name](x, params, generator).clamp(0, 1)  # a new tensor: never the caller's images
-    if images.dtype == torch.uint8:
-        scaled = y.mul_(255.0)
-        scaled = scaled.round_() if name in _ROUNDED_OUTPUT else scaled.add_(1e-3).floor_()
-        return scaled.clamp_(0, 255).to(torch.uint8)
-    return y.to(images.dtype)
+    images: torch.Tensor,
+    name: str,
+    params: dict[str, Any],
+    generator: torch.Generator | None,
+    out: torch.Tensor,
+) -> None:
+    """Corrupt one chunk into ``out`` (same dtype as ``images``), with as few passes over memory as possible."""
+    fn = CORRUPTIONS[name]
+    if images.dtype != torch.uint8:
+        out.copy_(fn(images.float(), params, generator).clamp(0, 1))  # out of place: never the caller's images
+        return
+    y = fn(images.float().div_(255.0), params, generator)  # may return its (fresh) input, changed in place
+    y = y.clamp_(0, 1).mul_(255.0)
+    # The reference rounds where Pillow makes the 8-bit image, else truncates (numpy.uint8). Converting
+    # non-negative floats to uint8 truncates, so the copy does the flooring.
+    y = y.round_() if name in _ROUNDED_OUTPUT else y.add_(1e-3)
+    out.copy_(y)

@@ -117,6 +117,9 @@ class FidelityRow:
         return abs(self.psnr_ours - self.psnr_ref)
 
 
+FROST_REPEATS = 8
+
+
 def compare(
     images: torch.Tensor,
     names: list[str] | None = None,
@@ -127,12 +130,13 @@ def compare(
 ) -> list[FidelityRow]:
     """Compare ours with the reference on uint8 ``images`` for each corruption and severity.
 
-    Random corruptions are run ``repeats`` times on both sides (different draws) to shrink sampling noise.
+    Random corruptions are run ``repeats`` times on both sides (different draws) to shrink sampling noise;
+    frost at least ``FROST_REPEATS`` times, because each image draws one of six very different overlays.
     """
     rows = []
     gen = torch.Generator().manual_seed(seed)
     for name in names or list(CORRUPTIONS):
-        reps = 1 if name in DETERMINISTIC else repeats
+        reps = 1 if name in DETERMINISTIC else (max(repeats, FROST_REPEATS) if name == "frost" else repeats)
         for sev in severities:
             s_o, s_r, p_o, p_r, mad = [], [], [], [], []
             for r in range(reps):

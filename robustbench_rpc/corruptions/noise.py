@@ -56,21 +56,21 @@ def poisson_tables(photons: float, device: torch.device) -> tuple[torch.Tensor, 
 def poisson_8bit(levels: torch.Tensor, photons: float, generator: torch.Generator | None) -> torch.Tensor:
     """Poisson(levels / 255 * photons) counts (float32) by inversion of the exact CDF of each 8-bit level.
 
-    ``levels`` holds whole numbers 0..255 as floats. One uniform draw per value; a guide table puts the
-    search at the right count for all but a few percent of the draws, which then step up the CDF until it
-    exceeds the draw. The law is Poisson up to the float32 resolution of the draw (tails below ~1e-7 cut).
+    ``levels`` holds whole numbers 0..255 as floats. One uniform draw per value; a guide table gives the right
+    count for all but a few percent of the draws, which are then counted against their whole CDF row. The law
+    is Poisson up to the float32 resolution of the draw (tails below about 1e-7 are cut).
     """
     cdf, guide, kmax = poisson_tables(photons, levels.device)
     u = rand(tuple(levels.shape), generator, levels.device)
     # Index arithmetic in float32 is exact here (integers below 2^24), and cheaper than int64.
     bucket = torch.floor(u * _BUCKETS).add_(levels, alpha=_BUCKETS).long()
     counts = torch.take(guide, bucket).reshape(-1)
-    row = (levels * kmax).reshape(-1)
     flat_u = u.reshape(-1)
+    row = (levels * kmax).reshape(-1)
     todo = (flat_u >= torch.take(cdf, (row + counts).long())).nonzero().squeeze(1)
-    while todo.numel():
-        counts.index_add_(0, todo, torch.ones(todo.shape, dtype=counts.dtype, device=counts.device))
-        todo = todo[flat_u[todo] >= torch.take(cdf, (row[todo] + counts[todo]).long())]
+    if todo.numel():  # the draws whose bucket holds a step of the CDF: count the steps at or below the draw
+        rows = cdf.view(_LEVELS, kmax)[levels.reshape(-1)[todo].long()]
+        counts[todo] = (rows <= flat_u[todo, None]).sum(1).to(counts.dtype)
     return counts.reshape(levels.shape)
 
 
