@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -73,38 +74,46 @@ def glass_source_indices(
     # Every hop writes the current answer of the pixels still followed; the last write is the source.
     src = ptr.clone()
     idx = link.nonzero().squeeze(1)
-    node = ptr[idx]
+    node = ptr.index_select(0, idx)  # index_select / index_copy_: several times faster than x[idx] on CPU
     while idx.numel():
-        more = link[node]
-        src[idx] = ptr[node]
-        keep = more.nonzero().squeeze(1)
-        idx, node = idx[keep], ptr[node[keep]]
+        src.index_copy_(0, idx, ptr.index_select(0, node))
+        keep = link.index_select(0, node).nonzero().squeeze(1)
+        idx, node = idx.index_select(0, keep), ptr.index_select(0, node.index_select(0, keep))
     offsets = torch.arange(passes * batch, device=device).view(passes, batch, 1) * (h * w)
     return src.view(passes, batch, h * w) - offsets
 
 
-def _glass_pointers(
-    batch: int, h: int, w: int, d: int, generator: torch.Generator | None, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pass: flat target index of every pixel (itself outside the interior) and whether that target
-    was visited before the pixel (so the pixel copies the target's new value, not its original one)."""
-    # Coordinates in float32 (exact for whole numbers below 2^24) are cheaper than int64 arithmetic.
-    ys = torch.arange(h, device=device, dtype=torch.float32).view(1, h, 1)
-    xs = torch.arange(w, device=device, dtype=torch.float32).view(1, 1, w)
-    # One draw per pixel for both offsets: r uniform in [0, 4 d^2) gives dy, dx uniform in [-d, d).
-    r = randint(0, 4 * d * d, (batch, h, w), generator, device).float()
-    qy = torch.floor((r + 0.5) / (2 * d))
-    ty, tx = ys + (qy - d), xs + (r - 2 * d * qy - d)
+@lru_cache(maxsize=16)
+def _glass_tables(h: int, w: int, d: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each of the (2d)^2 offsets r (dy = r // 2d - d, dx = r % 2d - d) and each pixel: the flat index of
+    the pixel it copies (itself outside the interior) and whether that target was visited before it (so the
+    pixel copies the target's new value, not its original one). Both flat [(2d)^2 * H * W], r-major."""
+    ys = torch.arange(h).view(1, h, 1)
+    xs = torch.arange(w).view(1, 1, w)
+    r = torch.arange(4 * d * d).view(-1, 1, 1)
+    dy, dx = r // (2 * d) - d, r % (2 * d) - d
+    ty, tx = ys + dy, xs + dx
 
     def interior(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
         return (yy > d) & (yy <= h - d) & (xx > d) & (xx <= w - d)
 
     inside = interior(ys, xs)
     target = torch.where(inside, ty.clamp(0, h - 1) * w + tx.clamp(0, w - 1), ys * w + xs)
+    link = inside & interior(ty, tx) & ((dy > 0) | ((dy == 0) & (dx > 0)))
+    return target.reshape(-1).to(device), link.reshape(-1).to(device)
+
+
+def _glass_pointers(
+    batch: int, h: int, w: int, d: int, generator: torch.Generator | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass: flat target index of every pixel of the batch and whether that target was visited first."""
+    targets, links = _glass_tables(h, w, d, str(device))
+    # One draw per pixel for both offsets: r uniform in [0, 4 d^2) gives dy, dx uniform in [-d, d).
+    r = randint(0, 4 * d * d, (batch, h * w), generator, device)
+    key = r.mul_(h * w).add_(torch.arange(h * w, device=device)).view(-1)
     offsets = torch.arange(batch, device=device).view(batch, 1) * (h * w)
-    ptr = (target.view(batch, h * w).long() + offsets).view(-1)
-    link = (inside & interior(ty, tx) & ((ty > ys) | ((ty == ys) & (tx > xs)))).view(-1)
-    return ptr, link
+    ptr = targets.index_select(0, key).view(batch, h * w).add_(offsets).view(-1)
+    return ptr, links.index_select(0, key)
 
 
 def glass_blur(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | None) -> torch.Tensor:
