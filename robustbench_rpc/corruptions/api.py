@@ -123,7 +123,7 @@ def _corrupt_chunk(
     if images.dtype != torch.uint8:
         out.copy_(fn(images.float(), params, generator).clamp(0, 1))  # out of place: never the caller's images
         return
-    y = fn(images.float().div_(255.0), params, generator)  # may return its (fresh) input, changed in place
+    y = fn(torch.div(images, 255.0), params, generator)  # one pass; may return its fresh input, changed in place
     y = y.clamp_(0, 1).mul_(255.0)
     # The reference rounds where Pillow makes the 8-bit image, else truncates (numpy.uint8). Converting
     # non-negative floats to uint8 truncates, so the copy does the flooring.
