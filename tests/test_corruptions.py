@@ -346,3 +346,32 @@ def test_spatter_distance_map_is_exact_euclidean_within_the_cap() -> None:
     ref = [torch.from_numpy(distance_transform_edt(~edges[i, 0].numpy())).float() for i in range(2)]
     assert torch.allclose(ours, torch.stack(ref)[:, None].clamp(max=20), atol=1e-5)
 
+
+
+def test_filter2d_equals_a_direct_correlation() -> None:
+    from robustbench_rpc.corruptions._common import filter2d, pad2d
+    from robustbench_rpc.corruptions.blur import disk_kernel
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((2, 3, 40, 50), dtype=torch.float64, generator=g)
+    kernels = [torch.tensor([[-2.0, -1, 0], [-1, 1, 1], [0, 1, 2]]), torch.rand((5, 5), generator=g),
+               torch.rand((7, 3), generator=g), disk_kernel(4, 0.5)]  # shifted adds, SVD bands, FFT
+    for kernel in kernels:
+        for mode in ("reflect101", "replicate"):
+            kh, kw = kernel.shape
+            xp = pad2d(x, kh // 2, kw // 2, mode)
+            want = torch.nn.functional.conv2d(xp.reshape(6, 1, *xp.shape[-2:]), kernel.double()[None, None])
+            assert torch.allclose(filter2d(x, kernel, mode), want.reshape(x.shape), atol=1e-5), (kernel.shape, mode)
+
+
+def test_canny_equals_opencv() -> None:
+    cv2 = pytest.importorskip("cv2")
+    from robustbench_rpc.corruptions._common import gaussian_filter
+    from robustbench_rpc.corruptions.spatter import canny
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        field = gaussian_filter(torch.randn((1, 1, 60, 70), generator=g) * 0.3 + 0.5, 2.0)
+        img8 = torch.floor(field * 255).clamp(0, 255)
+        want = cv2.Canny(img8[0, 0].numpy().astype(np.uint8), 50, 150) > 0
+        assert np.array_equal(canny(img8, 50, 150)[0, 0].numpy(), want)

@@ -23,10 +23,13 @@ def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
     magnitude outside the image), double threshold and 8-connected hysteresis.
     """
     b, _, h, w = img.shape
-    p = pad2d(img.double(), 1, 1, "replicate")
-    sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=torch.float64)
-    gx = F.conv2d(p, sobel_x.to(img.device)[None, None]).round().long()
-    gy = F.conv2d(p, sobel_x.t().contiguous().to(img.device)[None, None]).round().long()
+    p = pad2d(img.float(), 1, 1, "replicate")  # whole numbers: float32 sums of them are exact
+
+    def tap(dy: int, dx: int) -> torch.Tensor:
+        return p[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+
+    gx = (tap(-1, 1) - tap(-1, -1) + 2 * (tap(0, 1) - tap(0, -1)) + tap(1, 1) - tap(1, -1)).long()
+    gy = (tap(1, -1) - tap(-1, -1) + 2 * (tap(1, 0) - tap(-1, 0)) + tap(1, 1) - tap(-1, 1)).long()
     mag = gx.abs() + gy.abs()
     mp = F.pad(mag, (1, 1, 1, 1))  # zero magnitude outside the image
 
@@ -49,10 +52,18 @@ def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
     candidate = maximum & (mag > low)
     edges = candidate & (mag > high)
     while True:
-        grown = candidate & (F.max_pool2d(edges.float(), 3, 1, 1) > 0)
+        grown = candidate & _dilate3(edges)
         if bool((grown == edges).all()):
             return edges
         edges = grown
+
+
+def _dilate3(mask: torch.Tensor) -> torch.Tensor:
+    """3 x 3 dilation of a bool mask [B, 1, H, W] (outside the image counts as False), as two separable ORs."""
+    h, w = mask.shape[-2:]
+    p = F.pad(mask.to(torch.uint8), (1, 1, 1, 1))
+    rows = p[..., :, 0:w] | p[..., :, 1 : w + 1] | p[..., :, 2 : w + 2]
+    return (rows[..., 0:h, :] | rows[..., 1 : h + 1, :] | rows[..., 2 : h + 2, :]).bool()
 
 
 def truncated_distance(edges: torch.Tensor, limit: int = 20) -> torch.Tensor:
