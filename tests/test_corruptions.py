@@ -281,12 +281,12 @@ def test_jpeg_roundtrip_is_byte_identical_to_pillow() -> None:
 def test_frost_assets_are_shipped() -> None:
     frosts = frost_images()
     assert len(frosts) == 6 and all(f.dtype == torch.uint8 and f.shape[0] == 3 for f in frosts)
-    # The reference reads the overlays with cv2.imread (BGR) and blends them into RGB images as they are.
+    # The reference reads the overlays with cv2.imread (BGR) and turns the crop back to RGB before blending.
     from importlib import resources
 
     with resources.as_file(resources.files("robustbench_rpc") / "assets" / "frost" / "frost4.jpg") as path:
         rgb = torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy()).permute(2, 0, 1)
-    assert torch.equal(frosts[3], rgb.flip(0)) and not torch.equal(frosts[3], rgb)
+    assert torch.equal(frosts[3], rgb) and not torch.equal(frosts[3], rgb.flip(0))
 
 
 def test_cpu_generator_gives_same_result_on_gpu() -> None:

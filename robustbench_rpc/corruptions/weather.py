@@ -47,10 +47,9 @@ def snow(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | None) 
 
 @lru_cache(maxsize=1)
 def frost_images() -> tuple[torch.Tensor, ...]:
-    """The six frost overlays (package data) as uint8 tensors [3, h, w] in BGR order.
+    """The six frost overlays (package data) as uint8 RGB tensors [3, h, w].
 
-    The reference (and ImageNet-C's original code) reads them with ``cv2.imread``, which returns BGR, and blends
-    them into RGB images unchanged; the released ImageNet-C frost images carry that channel swap, and so do ours.
+    The reference reads them with ``cv2.imread`` (BGR) and turns the crop back to RGB before blending.
     """
     from importlib import resources
 
@@ -62,7 +61,7 @@ def frost_images() -> tuple[torch.Tensor, ...]:
     for name in FROST_FILES:
         with resources.as_file(base / name) as path, Image.open(path) as im:
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-        out.append(torch.from_numpy(arr).permute(2, 0, 1).flip(0).contiguous())  # RGB -> BGR
+        out.append(torch.from_numpy(arr).permute(2, 0, 1).contiguous())
     return tuple(out)
 
 
