@@ -170,24 +170,22 @@ def _select_shard(jobs: list[Any], shard: tuple[int, int] | None, shard_by: str 
     return out
 
 
-#: Fingerprint fields that identify a dataset's content (not where it lies on disk).
-CONTENT_KEYS = ("num_files", "paths_sha256", "num_samples", "sha256")
-
-
 def _finished(store: Any, job: Any, spec: Any, part: Any = None) -> bool:
     """True when ``spec`` (or, with ``part``, this sample shard's part of it, for the same plan) is stored.
 
     A result computed on other data than the job's source is refused rather than reused.
     """
     if part is not None:
-        found = store.read_part(spec, part.index, part.count)
-        if found is None or found.meta["part"].get("plan_hash") != part.plan_hash:
+        found = store.read_part(spec, part.index, part.count, part.plan_hash)
+        if found is None:
             return False
         meta = found.meta
     elif not store.has(spec):
         return False
     else:
         _, meta = store.read_cell(spec, columns=["index"])
+    from robustbench_rpc.results.schema import CONTENT_KEYS
+
     stored = (meta.get("extra") or {}).get("dataset_fingerprint") or {}
     now = job.source.fingerprint()
     changed = [k for k in CONTENT_KEYS if k in stored and k in now and stored[k] != now[k]]

@@ -124,12 +124,6 @@ def cell_seed(seed: int, *parts: Any) -> int:
     return zlib.crc32("|".join(str(p) for p in (seed, *parts)).encode()) & 0x7FFFFFFF
 
 
-def _has_part(store: Any, spec: CellSpec, part: SamplePart) -> bool:
-    """True when the store holds this shard's part of ``spec``, computed for the same plan."""
-    found = store.read_part(spec, part.index, part.count)
-    return found is not None and found.meta["part"].get("plan_hash") == part.plan_hash
-
-
 class Engine:
     """Runs jobs against a model, writes finished cells to a store, reports progress through a callback.
 
@@ -233,7 +227,7 @@ class Engine:
             return job.specs
         part = self.options.part
         if part is not None:
-            return [s for s in job.specs if not _has_part(self.store, s, part)]
+            return [s for s in job.specs if self.store.read_part(s, part.index, part.count, part.plan_hash) is None]
         return [s for s in job.specs if not self.store.has(s)]
 
     # -- jobs ----------------------------------------------------------------------------------------------

@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robustbench_rpc.errors import UserError
+from robustbench_rpc.results.schema import CONTENT_KEYS
 from robustbench_rpc.results.store import CellFile, ResultsStore
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-#: Dataset fingerprint fields that identify its content (not where it lies on disk).
-CONTENT_KEYS = ("num_files", "paths_sha256", "num_samples", "sha256")
 #: Keys of a part's ``extra`` that describe the part alone and are recomputed for the assembled cell.
 PART_ONLY_EXTRA = ("seconds", "load_report", "world_size")
 

@@ -11,6 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: Fields of a cell's stored dataset fingerprint that identify the data's content (not where it lies on disk).
+CONTENT_KEYS = ("num_files", "paths_sha256", "num_samples", "sha256")
+
 #: Version of the on-disk results layout; bumped on incompatible changes.
 SCHEMA_VERSION = 1
 

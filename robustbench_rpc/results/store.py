@@ -445,10 +445,14 @@ class ResultsStore:
         path = self.part_path(spec, int(part["index"]), int(part["count"]))
         return self._write_records(path, spec, records, provenance, extra, run_id, part)
 
-    def read_part(self, spec: CellSpec, index: int, count: int) -> CellFile | None:
-        """Return part ``index`` of ``count`` of a cell when it exists and verifies (None otherwise)."""
+    def read_part(self, spec: CellSpec, index: int, count: int, plan_hash: str | None = None) -> CellFile | None:
+        """Return part ``index`` of ``count`` of a cell when it exists, verifies and (given ``plan_hash``) was
+        computed for that plan; None otherwise."""
         path = self.part_path(spec, index, count)
-        return self._verified_or_warn(path, part=True) if path.exists() else None
+        found = self._verified_or_warn(path, part=True) if path.exists() else None
+        if found is not None and plan_hash is not None and found.meta["part"].get("plan_hash") != plan_hash:
+            return None
+        return found
 
     def part_files(self) -> list[CellFile]:
         """Return the verified part files, sorted by name; corrupt ones are skipped with a warning."""
