@@ -137,31 +137,21 @@ def separable_filter(x: torch.Tensor, kernel_h: torch.Tensor, kernel_w: torch.Te
 def filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
     """Correlate every channel of ``x`` [B, C, H, W] with a 2-D ``kernel`` (odd sides), padding with ``mode``.
 
-    The kernel is split into its (few) separable rank-one terms by an SVD, which is exact up to rounding
-    for the    small kernels used here (a disk of radius 10 has rank 7), and each term is two matrix products.
+    Kernels with both sides of 9 or more go through the FFT (as OpenCV does for big kernels); smaller ones are
+    a sum of shifted copies of the padded image, one per non-zero tap.
     """
-    h, w = x.shape[-2:]
     if min(kernel.shape) >= 9:
         return _filter2d_fft(x, kernel, mode)
-    if kernel.numel() <= 25:  # small kernels: a sum of shifted copies
-        kh, kw = kernel.shape
-        xp = pad2d(x, kh // 2, kw // 2, mode)
-        taps = kernel.double().tolist()
-        out = torch.zeros_like(x)
-        for i in range(kh):
-            for j in range(kw):
-                if taps[i][j] != 0.0:
-                    out.add_(xp[..., i : i + h, j : j + w], alpha=taps[i][j])
-        return out
-    u, s, vh = torch.linalg.svd(kernel.double())
-    rank = int((s > s[0] * 1e-7).sum())
-    mh = torch.cat([band_matrix((u[:, i] * s[i]).float(), h, mode, x.device) for i in range(rank)], 1).to(
-        x.dtype
-    )  # [H, rank*H]
-    mw = torch.cat([band_matrix(vh[i].float(), w, mode, x.device) for i in range(rank)], 0).to(x.dtype)
-    y = torch.matmul(x, mw.t())  # [B, C, H, rank*W]
-    y = torch.cat(y.split(w, dim=-1), dim=-2)  # [B, C, rank*H, W]
-    return torch.matmul(mh, y)
+    h, w = x.shape[-2:]
+    kh, kw = kernel.shape
+    xp = pad2d(x, kh // 2, kw // 2, mode)
+    taps = kernel.double().tolist()
+    out = torch.zeros_like(x)
+    for i in range(kh):
+        for j in range(kw):
+            if taps[i][j] != 0.0:
+                out.add_(xp[..., i : i + h, j : j + w], alpha=taps[i][j])
+    return out
 
 
 def _filter2d_fft(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:

@@ -65,12 +65,11 @@ def glass_source_indices(
     reference's sequential loop (same offset law, same visiting order semantics); only the random stream
     differs. Each pass's map is relative to its own input (compose them to chain passes).
     """
-    pointers, links = [], []
-    for k in range(passes):
-        ptr, link = _glass_pointers(batch, h, w, max_delta, generator, device)
-        pointers.append(ptr + k * batch * h * w)
-        links.append(link)
-    ptr, link = torch.cat(pointers), torch.cat(links)
+    draws = [_glass_pointers(batch, h, w, max_delta, generator, device) for _ in range(passes)]
+    # One flat index space over every pass and image, so that one loop follows all the chains.
+    offsets = torch.arange(passes * batch, device=device).view(passes * batch, 1) * (h * w)
+    ptr = (torch.cat([target for target, _ in draws]) + offsets).view(-1)
+    link = torch.cat([linked for _, linked in draws])
     # Every hop writes the current answer of the pixels still followed; the last write is the source.
     src = ptr.clone()
     idx = link.nonzero().squeeze(1)
@@ -79,8 +78,7 @@ def glass_source_indices(
         src.index_copy_(0, idx, ptr.index_select(0, node))
         keep = link.index_select(0, node).nonzero().squeeze(1)
         idx, node = idx.index_select(0, keep), ptr.index_select(0, node.index_select(0, keep))
-    offsets = torch.arange(passes * batch, device=device).view(passes, batch, 1) * (h * w)
-    return src.view(passes, batch, h * w) - offsets
+    return (src.view(passes * batch, h * w) - offsets).view(passes, batch, h * w)
 
 
 @lru_cache(maxsize=16)
@@ -106,14 +104,13 @@ def _glass_tables(h: int, w: int, d: int, device: str) -> tuple[torch.Tensor, to
 def _glass_pointers(
     batch: int, h: int, w: int, d: int, generator: torch.Generator | None, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pass: flat target index of every pixel of the batch and whether that target was visited first."""
+    """One pass: the target of every pixel (flat index within its image) [B, H*W], and whether that target
+    was visited first [B*H*W]."""
     targets, links = _glass_tables(h, w, d, str(device))
     # One draw per pixel for both offsets: r uniform in [0, 4 d^2) gives dy, dx uniform in [-d, d).
     r = randint(0, 4 * d * d, (batch, h * w), generator, device)
     key = r.mul_(h * w).add_(torch.arange(h * w, device=device)).view(-1)
-    offsets = torch.arange(batch, device=device).view(batch, 1) * (h * w)
-    ptr = targets.index_select(0, key).view(batch, h * w).add_(offsets).view(-1)
-    return ptr, links.index_select(0, key)
+    return targets.index_select(0, key).view(batch, h * w), links.index_select(0, key)
 
 
 def glass_blur(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | None) -> torch.Tensor:
