@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from robustbench_rpc.data.base import ImageListDataset, SampleRef
@@ -109,21 +109,24 @@ def scan_wnid_folders(
                 f"{what} root {str(path)!r} has {len(outside)} class folders outside the {len(allowed)} "
                 f"{allowed_label or what} classes ({_preview(outside)}); expected only those classes."
             )
+    return path, _class_samples(path, dirs, table, what)
+
+
+def _class_samples(path: Path, dirs: Sequence[str], labels: Mapping[str, int], what: str) -> list[SampleRef]:
+    """List the images of each class folder with the folder's label; an empty class folder is an error."""
     samples: list[SampleRef] = []
     empty: list[str] = []
-    for wnid in dirs:
-        images = list_images(path / wnid)
+    for name in dirs:
+        images = list_images(path / name)
         if not images:
-            empty.append(wnid)
-            continue
-        label = table[wnid]
-        samples.extend(SampleRef(p, label, p.relative_to(path).as_posix()) for p in images)
+            empty.append(name)
+        samples.extend(SampleRef(p, labels[name], p.relative_to(path).as_posix()) for p in images)
     if empty:
         raise UserError(
             f"{what} root {str(path)!r} has {len(empty)} empty class folders ({_preview(empty)}); "
             "expected at least one image file in each."
         )
-    return path, samples
+    return samples
 
 
 def read_class_list(path: str | Path) -> tuple[dict[str, int], int]:
@@ -186,19 +189,7 @@ def scan_mapped_folders(
             f"{what} root {str(path)!r} has {len(unknown)} folders not in the class list ({_preview(unknown)}); "
             f"expected only {_preview(list(classes))}."
         )
-    samples: list[SampleRef] = []
-    empty: list[str] = []
-    for name in dirs:
-        images = list_images(path / name)
-        if not images:
-            empty.append(name)
-        samples.extend(SampleRef(p, classes[name], p.relative_to(path).as_posix()) for p in images)
-    if empty:
-        raise UserError(
-            f"{what} root {str(path)!r} has {len(empty)} empty class folders ({_preview(empty)}); "
-            "expected at least one image file in each."
-        )
-    return path, samples
+    return path, _class_samples(path, dirs, classes, what)
 
 
 def folder_dataset(
