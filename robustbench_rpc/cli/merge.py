@@ -25,8 +25,8 @@ def merge_command(
     report = merge_results(dirs, out, allow_partial=allow_partial)
     for shard in report.shards:
         typer.echo(f"shard: {shard}")
-    for path in report.ignored:
-        typer.echo(f"ignored: {path}" if path.endswith(")") else f"ignored (not in the plan): {path}")
+    for entry in report.ignored:
+        typer.echo(f"ignored: {entry}")
     for cell in report.missing:
         if cell.get("missing_parts") is not None:  # sample shards: the cell lacks the parts of these shards
             typer.echo(f"incomplete, left out: {cell['slug']} (no part from shard(s) {cell['shard']})")

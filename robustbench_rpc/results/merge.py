@@ -41,7 +41,7 @@ class MergeReport:
     shards: list[str] = field(default_factory=list)
     copied: list[str] = field(default_factory=list)
     missing: list[dict[str, Any]] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # "<file> (<why>)"
 
     @property
     def complete(self) -> bool:
@@ -88,13 +88,19 @@ def _check_one_split(stores: Sequence[ResultsStore]) -> str:
     return next(iter(seen), "cells")
 
 
-def _sample_count(stores: Sequence[ResultsStore]) -> int:
-    """Return n of the sample shards ``i/n``; refuse shards that split the samples into different numbers."""
+def _shard_counts(stores: Sequence[ResultsStore]) -> dict[int, Path]:
+    """Return each shard count n of the ``i/n`` runs in ``stores``, with the first directory that has it."""
     counts: dict[int, Path] = {}
     for store in stores:
         for plan in _plans(store):
-            if plan.get("shard") and (m := re.fullmatch(r"\d+/(\d+)", str(plan["shard"]))):
+            if m := re.fullmatch(r"\d+/(\d+)", str(plan.get("shard"))):
                 counts.setdefault(int(m.group(1)), store.root)
+    return counts
+
+
+def _sample_count(stores: Sequence[ResultsStore]) -> int:
+    """Return n of the sample shards ``i/n``; refuse shards that split the samples into different numbers."""
+    counts = _shard_counts(stores)
     if len(counts) > 1:
         (a, da), (b, db) = list(counts.items())[:2]
         raise UserError(f"Shards {da} (of {a}) and {db} (of {b}) split the samples into different numbers of "
@@ -111,7 +117,7 @@ def _collect_parts(stores: Sequence[ResultsStore], planned_keys: set[str],
             part = StoredPart(store, file)
             key = file.spec.key()
             if key not in planned_keys:
-                report.ignored.append(str(file.path))
+                report.ignored.append(f"{file.path} (not in the plan)")
             elif part.index in found.setdefault(key, {}):
                 report.ignored.append(f"{file.path} (part {part.label} is also in {found[key][part.index].path})")
             else:
@@ -174,7 +180,7 @@ def merge_results(dirs: Sequence[str | Path], out: str | Path, *, allow_partial:
         for cell in store.cell_files():
             key = cell.spec.key()
             if key not in planned_keys:
-                report.ignored.append(str(cell.path))
+                report.ignored.append(f"{cell.path} (not in the plan)")
             else:
                 found.setdefault(key, cell)
     if shard_by == "samples":
@@ -182,9 +188,8 @@ def merge_results(dirs: Sequence[str | Path], out: str | Path, *, allow_partial:
         _missing_parts(planned, found, parts, _sample_count(stores), report, allow_partial)
     else:
         parts = {}
-        counts = {int(m.group(1)) for store in stores for p in _plans(store)
-                  if (m := re.fullmatch(r"\d+/(\d+)", str(p.get("shard"))))}
-        count = counts.pop() if len(counts) == 1 else None
+        counts = _shard_counts(stores)
+        count = next(iter(counts)) if len(counts) == 1 else None
         for position, (key, slug) in enumerate(planned):
             if key not in found:
                 report.missing.append({"key": key, "slug": slug, "position": position,
