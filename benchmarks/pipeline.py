@@ -58,14 +58,20 @@ def official_loop(model, root: Path, batch_size: int, workers: int) -> tuple[flo
     return time.perf_counter() - start, n
 
 
+def our_batches(model, root: Path, batch_size: int, workers: int = 0):
+    """Our data path over the ImageNet-layout folder ``root``: an iterator of loaded batches."""
+    from robustbench_rpc.data import build_dataset
+    from robustbench_rpc.engine.sources import FileSource, LoaderOptions
+
+    source = FileSource(build_dataset("imagenet", root, model.preprocessing))
+    return (batch for _, batch in source.shard_batches(batch_size, loading=LoaderOptions(workers)))
+
+
 def data_only(model, root: Path, batch_size: int, workers: int, official: bool) -> tuple[float, int]:
     """Decode + transform + collate only (no model): ours (FileSource) or the official-style ImageFolder loop."""
     import timm.data
     import torch
     from torchvision.datasets import ImageFolder
-
-    from robustbench_rpc.data import build_dataset
-    from robustbench_rpc.engine.sources import FileSource, LoaderOptions
 
     start, n = time.perf_counter(), 0
     if official:
@@ -75,8 +81,7 @@ def data_only(model, root: Path, batch_size: int, workers: int, official: bool) 
         for images, _ in loader:
             n += len(images)
     else:
-        source = FileSource(build_dataset("imagenet", root, model.preprocessing))
-        for _, batch in source.shard_batches(batch_size, loading=LoaderOptions(workers)):
+        for batch in our_batches(model, root, batch_size, workers):
             n += len(batch)
     return time.perf_counter() - start, n
 
@@ -97,13 +102,9 @@ def bf16_agreement(model, root: Path, batch_size: int) -> tuple[float, float]:
     """Top-1 agreement and max |logit difference| of bfloat16 autocast against float32 on the images."""
     import torch
 
-    from robustbench_rpc.data import build_dataset
-    from robustbench_rpc.engine.sources import FileSource
-
     agree, n, worst = 0, 0, 0.0
-    source = FileSource(build_dataset("imagenet", root, model.preprocessing))
     with torch.inference_mode():
-        for _, batch in source.shard_batches(batch_size):
+        for batch in our_batches(model, root, batch_size):
             ref = model(batch.images)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 low = model(batch.images).float()
