@@ -61,14 +61,17 @@ def model_for(case: dict) -> tuple[str, dict]:
 
 
 def float32_tolerance(case: dict, key: str) -> float:
-    """1e-4 for the logits; for hooked intermediates 1e-4 plus the official float32 run's own error (manifest).
+    """1e-4 for the logits; for hooked intermediates 1e-4 plus twice the official float32 run's own error.
 
     Intermediates before the final norm reach |x| ~ 10-15 and, inside PAP, the official float32 numbers are
-    themselves ~1e-4 away from the float64 ones, so a bare 1e-4 would test rounding noise, not the model.
+    themselves ~1e-4 away from the float64 ones (the manifest records it), so a bare 1e-4 would test rounding
+    noise, not the model. Ours may be as far from the exact result on the other side: |ours - official| <=
+    |ours - exact| + |official - exact|, hence twice (on another machine's CPU a SymViT PAP output reached 1.7
+    times the official error).
     """
     if key in ("logits", "logits_ema"):
         return TOLERANCE["float32"]
-    return TOLERANCE["float32"] + case["float32_vs_float64"].get(key, {}).get("max_abs", 0.0)
+    return TOLERANCE["float32"] + 2 * case["float32_vs_float64"].get(key, {}).get("max_abs", 0.0)
 
 
 def capture(model: torch.nn.Module, case: dict, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -265,3 +268,57 @@ def test_bad_options_are_user_errors():
         timm.create_model("fan_tiny_12_p16_224", backbone_depths=[1, 1])
     with pytest.raises(UserError, match="patch_size"):
         timm.create_model("fan_tiny_12_p16_224", patch_size=32, img_size=64)
+
+
+def test_hybrid_layernorm_keeps_the_official_memory_layout_quirk():
+    """Contiguous input: biased variance (``layer_norm``); any other layout (the channels-last output of a CPU
+    depthwise conv): the unbiased variance, as the official stem computes it."""
+    from robustbench_rpc.models.fan_hybrid import LayerNorm2d
+
+    norm = LayerNorm2d(8).double()
+    x = torch.randn(2, 8, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    biased = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, unbiased=False, keepdim=True) + 1e-6)
+    unbiased = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, unbiased=True, keepdim=True) + 1e-6)
+    with torch.no_grad():
+        assert torch.allclose(norm(x), biased, atol=1e-12)
+        assert torch.allclose(norm(x.contiguous(memory_format=torch.channels_last)), unbiased, atol=1e-12)
+
+
+def _contiguous_layernorm_logits(case: dict, images: torch.Tensor, monkeypatch) -> torch.Tensor:
+    """CPU float64 logits with every hybrid LayerNorm2d input made contiguous: the official code's GPU path."""
+    from robustbench_rpc.models.fan_hybrid import LayerNorm2d
+
+    original = LayerNorm2d.forward
+    with monkeypatch.context() as patch:
+        patch.setattr(LayerNorm2d, "forward", lambda self, x: original(self, x.contiguous()))
+        name, kwargs = model_for(case)
+        model = timm.create_model(name, **kwargs).eval()
+        model.load_state_dict(checkpoint_of(case).state_dict, strict=True)
+        with torch.no_grad():
+            return model.double()(images.double())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_cuda_logits_match_official(case, monkeypatch):
+    """On a GPU: float64 logits within 1e-9 of the official float64, float32 (TF32 off) within 1e-4 of exact.
+
+    FAN-Hybrid: the official stem's LayerNorm2d takes the biased variance for contiguous input and the unbiased
+    one otherwise (see the test above). A CPU depthwise conv returns channels-last memory, a CUDA one contiguous
+    memory, so the official code, and this model, compute other numbers on a GPU than the CPU fixtures hold
+    (0.05 in the logits, measured on an H200). There the reference is the CPU run with contiguous inputs: its
+    largest difference from the fixture's logits equals the one measured on the H200 to 1e-14.
+    """
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    name, kwargs = model_for(case)
+    model = timm.create_model(name, **kwargs).eval()
+    model.load_state_dict(checkpoint_of(case).state_dict, strict=True)
+    images = torch.load(FIXTURES / case["inputs"], weights_only=True)["images"]
+    exact = torch.load(FIXTURES / case["outputs"]["float64"], weights_only=True)["logits"]
+    if case["family"] == "fan_hybrid":
+        exact = _contiguous_layernorm_logits(case, images, monkeypatch)
+    with torch.no_grad():
+        logits32 = model.cuda()(images.cuda()).cpu()
+        logits64 = model.double()(images.double().cuda()).cpu()
+    assert (logits64 - exact).abs().max().item() <= TOLERANCE["float64"]
+    assert (logits32.double() - exact).abs().max().item() <= 1e-4

@@ -19,15 +19,17 @@ TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
 
 
 def float32_tolerance(case: dict, key: str) -> float:
-    """Tolerance for a float32 tensor: 1e-4 plus the official float32 result's own error against its float64 run.
+    """Tolerance for a float32 tensor: 1e-4 plus twice the official float32 result's own error against float64.
 
     PAP is ill-conditioned in float32 (entries near the shrink threshold move in and out of the sparse part), so
     the official float32 numbers are themselves up to ~1e-4 (logits) and ~6e-4 (PAP outputs) away from the exact
-    result; the manifest records that error per tensor. The float64 comparison is the strict one (1e-9), and
-    ``test_float32_is_as_accurate_as_official`` checks our float32 against the float64 reference at 1e-4.
+    result; the manifest records that error per tensor. Ours may be as far on the other side (|ours - official| <=
+    |ours - exact| + |official - exact|): on another machine's CPU (16 threads, torch 2.11) a PAP output was 1.7
+    times the official error away. The float64 comparison is the strict one (1e-9), and
+    ``test_float32_is_as_accurate_as_official`` checks our float32 logits against the float64 reference at 1e-4.
     """
     ref_error = case["float32_vs_float64"].get(key, {}).get("max_abs", 0.0)
-    return TOLERANCE["float32"] + ref_error
+    return TOLERANCE["float32"] + 2 * ref_error
 
 
 def rpc_kwargs(case: dict) -> tuple[str, dict]:
@@ -129,3 +131,20 @@ def test_ema_weights_are_selectable():
         logits = model.model(images)
     assert (logits - expected["logits_ema"]).abs().max().item() <= 1e-4
     assert (logits - expected["logits"]).abs().max().item() > 1e-2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", CASES, ids=[c["case"] for c in CASES])
+def test_cuda_logits_match_official(case, checkpoint, monkeypatch):
+    """On a GPU: float64 logits within 1e-9 of the official float64, float32 (TF32 off) within 1e-4 of exact."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    name, kwargs = rpc_kwargs(case)
+    model = timm.create_model(name, **kwargs).eval()
+    model.load_state_dict(checkpoint.state_dict, strict=True)
+    images = torch.load(FIXTURES / case["inputs"], weights_only=True)["images"]
+    exact = torch.load(FIXTURES / case["outputs"]["float64"], weights_only=True)["logits"]
+    with torch.no_grad():
+        logits32 = model.cuda()(images.cuda()).cpu()
+        logits64 = model.double()(images.double().cuda()).cpu()
+    assert (logits64 - exact).abs().max().item() <= TOLERANCE["float64"]
+    assert (logits32.double() - exact).abs().max().item() <= 1e-4
