@@ -375,3 +375,16 @@ def test_canny_equals_opencv() -> None:
         img8 = torch.floor(field * 255).clamp(0, 255)
         want = cv2.Canny(img8[0, 0].numpy().astype(np.uint8), 50, 150) > 0
         assert np.array_equal(canny(img8, 50, 150)[0, 0].numpy(), want)
+
+
+def test_gpu_generator_draws_on_the_gpu_in_large_chunks_and_is_reproducible() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU")
+    from robustbench_rpc.corruptions.api import chunk_size
+
+    x = smooth_images(40, 96).cuda()
+    assert chunk_size(x.shape, torch.device("cuda")) >= 40 > chunk_size(x.shape, torch.device("cpu"))
+    for name in CORRUPTIONS:
+        a = corrupt(x, name, 3, torch.Generator("cuda").manual_seed(1))
+        b = corrupt(x, name, 3, torch.Generator("cuda").manual_seed(1))
+        assert a.device.type == "cuda" and a.dtype == x.dtype and torch.equal(a, b), name

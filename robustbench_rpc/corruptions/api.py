@@ -42,6 +42,9 @@ CORRUPTIONS: dict[str, CorruptionFn] = {
 _ROUNDED_OUTPUT = frozenset({"pixelate", "jpeg_compression"})
 MIN_SIDE = 32
 CHUNK_VALUES = 1 << 19
+#: Values per chunk when the random draws are made on a GPU (a CUDA generator, or none with CUDA images): large
+#: chunks keep the GPU busy, and such draws are specific to the device anyway.
+DEVICE_CHUNK_VALUES = 1 << 25
 
 
 def check_corruption_name(name: object) -> str:
@@ -97,18 +100,24 @@ def corrupt(images: torch.Tensor, name: str, severity: int, generator: torch.Gen
         return images.clone()
     params = severity_params(name, severity)
     out = torch.empty_like(images)
-    step = chunk_size(images.shape)
+    draws_on = generator.device if generator is not None else images.device
+    step = chunk_size(images.shape, draws_on)
     with torch.no_grad():
         for start in range(0, images.shape[0], step):
             _corrupt_chunk(images[start : start + step], name, params, generator, out[start : start + step])
     return out
 
 
-def chunk_size(shape: torch.Size) -> int:
-    """Images per internal chunk: about 2^19 values (2 MiB of float32), so that every intermediate of a
-    corruption stays in the CPU cache. The chunking is the same on every device, so that a CPU generator
-    gives the same corruption on CPU and GPU."""
-    return max(1, CHUNK_VALUES // (shape[1] * shape[2] * shape[3]))
+def chunk_size(shape: torch.Size, draws_on: torch.device = torch.device("cpu")) -> int:
+    """Images per internal chunk.
+
+    With draws on the CPU (a CPU generator, or none with CPU images): about 2^19 values (2 MiB of float32), so
+    that every intermediate of a corruption stays in the CPU cache; this chunking does not depend on where the
+    images are, so a CPU generator gives the same corruption on CPU and GPU. With draws on a GPU: about 2^25
+    values, so that each kernel has enough work.
+    """
+    values = CHUNK_VALUES if draws_on.type == "cpu" else DEVICE_CHUNK_VALUES
+    return max(1, values // (shape[1] * shape[2] * shape[3]))
 
 
 def _corrupt_chunk(
