@@ -16,6 +16,9 @@ from torch import nn
 
 from robustbench_rpc.errors import UserError
 
+#: Where ``--decode`` decodes JPEGs: cpu (libjpeg-turbo in the loader, PIL's pixels) or gpu (nvjpeg on the device).
+DECODE_CHOICES = ("cpu", "gpu")
+
 
 @dataclass
 class RunSummary:
@@ -109,6 +112,7 @@ class RunOptions:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    decode: str = "cpu"
     seed: int = 0
     force: bool = False
     allow_mixed: bool = False
@@ -129,6 +133,9 @@ class RunOptions:
         if self.prefetch_factor is not None and self.prefetch_factor < 1:
             raise UserError(f"--prefetch must be >= 1, got {self.prefetch_factor}.")
         check_precision(self.precision)
+        if self.decode not in DECODE_CHOICES:
+            raise UserError(f"Unknown --decode {self.decode!r}; expected cpu (libjpeg-turbo in the loader) or gpu "
+                            "(nvjpeg on the CUDA device).")
         parse_shard(self.shard)
         self.shard_by = parse_shard_by(self.shard_by, self.shard)
 
@@ -247,6 +254,9 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
 
     def prepare() -> tuple[Any, ...]:
         device = resolve_device(device_name)
+        if run.decode == "gpu" and device.type != "cuda":
+            raise UserError(f"--decode gpu decodes JPEGs with nvjpeg on a CUDA device, but this run is on {device}; "
+                            "use --decode cpu, or --device cuda on a machine with a GPU.")
         torch.manual_seed(run.seed)
         model, info, identity = request.load(run.seed)
         if run.precision != "fp32":  # autocast changes the numbers: AMP results are not fp32 results
@@ -272,8 +282,8 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
                  "cells": [{"key": s.key(), "slug": s.slug()} for s in all_specs], **settings}
     options = EngineOptions(batch_size=run.batch_size, workers=run.workers, device=device, precision=run.precision,
                             seed=run.seed, force=run.force, pin_memory=device.type == "cuda",
-                            prefetch_factor=run.prefetch_factor, channels_last=run.channels_last, dist=ctx,
-                            part=part)
+                            prefetch_factor=run.prefetch_factor, channels_last=run.channels_last, decode=run.decode,
+                            dist=ctx, part=part)
     store: Any = None
     provenance: dict[str, Any] = {}
 
@@ -288,7 +298,8 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
         provenance = collect_provenance(
             run.command_line if run.command_line is not None else sys.argv, str(device), run.seed, info,
             fingerprints, precision=run.precision, batch_size=run.batch_size, channels_last=run.channels_last,
-            compile=run.compile, world_size=ctx.world_size, distributed_backend=ctx.backend, plan=plan_info,
+            compile=run.compile, decode=run.decode, world_size=ctx.world_size, distributed_backend=ctx.backend,
+            plan=plan_info,
         )
         todo = [s.key() for job in jobs for s in job.specs if run.force or not _finished(store, job, s, part)]
         run_id = store.start_run(provenance, model=first)
@@ -343,6 +354,7 @@ def evaluate(
     labels_file: str | None = None,
     class_list: str | None = None,
     jpeg: bool = False,
+    corruption_rng: str = "cpu",
     **run_options: Any,
 ) -> RunSummary:
     """Evaluate a model on a suite (clean, imagenet-c, imagenet-a, imagenet-r, imagenet-o, folder, digits, digits-c).
@@ -365,7 +377,8 @@ def evaluate(
     def build(identity: dict[str, Any], prep: Mapping[str, Any]) -> list[Any]:
         return build_evaluation_jobs(identity, entries, data_paths, prep, selection, corruptions=corruptions,
                                      severities=severities, allow_missing=allow_missing, labels_file=labels_file,
-                                     class_list=class_list, seed=run.seed, jpeg=jpeg, batch_size=run.batch_size)
+                                     class_list=class_list, seed=run.seed, jpeg=jpeg, batch_size=run.batch_size,
+                                     rng=corruption_rng)
 
     return _run(request, out, run, build, "evaluate")
 

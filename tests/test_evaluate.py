@@ -120,6 +120,19 @@ def test_generated_corruptions_are_seeded(tmp_path):
     assert set(summary["metric"]) == {"mean_top1", "mean_top1_all", "mean_error"}
 
 
+def test_device_corruption_rng_is_recorded_in_the_cells_and_equals_cpu_draws_on_the_cpu(tmp_path):
+    kw = {"suite": "digits-c", "corruptions": "gaussian_noise", "severities": "3", "limit": 24,
+          "checkpoint": SYMVIT_DIGITS, "progress": False, "device": "cpu", "seed": 1}
+    default = evaluate(MODEL, out=tmp_path / "cpu", **kw)
+    on_device = evaluate(MODEL, out=tmp_path / "dev", corruption_rng="device", **kw)
+    [spec_cpu], [spec_dev] = default.written, on_device.written
+    assert "rng" not in spec_cpu.params and spec_dev.params["rng"] == "device"
+    assert spec_cpu.key() != spec_dev.key()  # other images on a GPU: never mixed with the CPU-drawn cells
+    records_cpu, _ = ResultsStore(tmp_path / "cpu").read_cell(spec_cpu)
+    records_dev, _ = ResultsStore(tmp_path / "dev").read_cell(spec_dev)
+    assert records_cpu["prob_max"].tolist() == records_dev["prob_max"].tolist()  # the device is the CPU here
+
+
 def test_ood_cell_has_aupr(val_root, tmp_path):
     imagenet_o = sorted({w.strip() for w in (Path(robustbench_rpc.__file__).parent / "assets" / "imagenet" /
                                              "imagenet_o_wnids.txt").read_text().split()})
@@ -152,6 +165,10 @@ def cli(capsys, *argv: str) -> tuple[int, str]:
         (["--suite", "digits", "--batch-size", "0"], "--batch-size must be >= 1"),
         (["--suite", "digits", "--amp", "fp8"], "Unknown precision 'fp8'"),
         (["--suite", "digits", "--device", "cuda:7"], "cuda"),
+        (["--suite", "digits", "--device", "cpu", "--decode", "gpu"], "--decode gpu decodes JPEGs with nvjpeg on a "
+                                                                       "CUDA device, but this run is on cpu"),
+        (["--suite", "digits", "--decode", "jpeg"], "Unknown --decode 'jpeg'; expected cpu"),
+        (["--suite", "digits-c", "--corruption-rng", "gpu"], "Unknown --corruption-rng 'gpu'; expected cpu"),
     ],
 )
 def test_evaluate_cli_bad_input(capsys, tmp_path, args, message):

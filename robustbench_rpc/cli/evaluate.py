@@ -32,6 +32,10 @@ Amp = Annotated[str, typer.Option("--amp", help="Precision: fp32, bf16 or fp16 (
 ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Use channels_last memory format.",
                                             rich_help_panel=RUN_PANEL)]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model.", rich_help_panel=RUN_PANEL)]
+Decode = Annotated[str, typer.Option("--decode", help="Where JPEGs are decoded: cpu (libjpeg-turbo in the loader "
+                                     "workers, PIL's exact pixels) or gpu (nvjpeg on the CUDA device; workers only "
+                                     "read files; pixels within a few levels of libjpeg's).",
+                                     rich_help_panel=RUN_PANEL)]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of every random choice (corruptions, attacks).",
                                    rich_help_panel=RUN_PANEL)]
 Limit = Annotated[int | None, typer.Option("--limit", help="Use only the first N samples of each dataset.",
@@ -127,6 +131,9 @@ def evaluate_command(
                                                 rich_help_panel=DATA_PANEL)] = False,
     jpeg: Annotated[bool, typer.Option("--jpeg", help="Generated ImageNet-C: JPEG quality-85 round trip, like the "
                                        "released files.", rich_help_panel=DATA_PANEL)] = False,
+    corruption_rng: Annotated[str, typer.Option("--corruption-rng", help="Generated corruptions: draw on the cpu "
+                              "(the same images on every machine) or on the run's device (several times faster "
+                              "on a GPU, other images; recorded in the cells).")] = "cpu",
     labels: Labels = None,
     classes: Classes = None,
     limit: Limit = None,
@@ -152,6 +159,7 @@ def evaluate_command(
     amp: Amp = "fp32",
     channels_last: ChannelsLast = False,
     compile_model: Compile = False,
+    decode: Decode = "cpu",
     seed: Seed = 0,
     force: Force = False,
     allow_mixed: AllowMixed = False,
@@ -170,10 +178,10 @@ def evaluate_command(
         paths={"imagenet": imagenet, "imagenet-c": imagenet_c, "imagenet-a": imagenet_a, "imagenet-r": imagenet_r,
                "imagenet-o": imagenet_o, "folder": folder},
         limit=limit, subset=subset, corruptions=corruptions, severities=severities, allow_missing=allow_missing,
-        labels_file=labels, class_list=classes, jpeg=jpeg, batch_size=batch_size, workers=workers, device=device,
-        precision=amp, channels_last=channels_last, compile=compile_model, seed=seed, force=force,
-        allow_mixed=allow_mixed, progress=not quiet, prefetch_factor=prefetch, shard=shard,
-        shard_by=shard_by,
+        labels_file=labels, class_list=classes, jpeg=jpeg, corruption_rng=corruption_rng, batch_size=batch_size,
+        workers=workers, device=device, precision=amp, channels_last=channels_last, compile=compile_model,
+        decode=decode, seed=seed, force=force, allow_mixed=allow_mixed, progress=not quiet, prefetch_factor=prefetch,
+        shard=shard, shard_by=shard_by,
     )
     _print_summary(summary, f"{model}: evaluation")
 
@@ -221,6 +229,7 @@ def attack_command(
     workers: Workers = 0,
     prefetch: Prefetch = None,
     device: Device = "auto",
+    decode: Decode = "cpu",
     seed: Seed = 0,
     force: Force = False,
     allow_mixed: AllowMixed = False,
@@ -239,8 +248,7 @@ def attack_command(
         **request, out=out, attacks=attack or "", eps=eps, norm=norm, protocol=protocol,
         attack_options=parse_options(attack_option or []), compat=compat or False, dataset=dataset, data=data,
         limit=limit, subset=subset, labels_file=labels, class_list=classes, save_adv=save_adv,
-        batch_size=batch_size, workers=workers, device=device, seed=seed, force=force, allow_mixed=allow_mixed,
-        progress=not quiet, prefetch_factor=prefetch, shard=shard,
-        shard_by=shard_by,
+        batch_size=batch_size, workers=workers, device=device, decode=decode, seed=seed, force=force,
+        allow_mixed=allow_mixed, progress=not quiet, prefetch_factor=prefetch, shard=shard, shard_by=shard_by,
     )
     _print_summary(summary, f"{model}: attacks")

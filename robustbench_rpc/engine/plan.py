@@ -30,6 +30,8 @@ DATA_ROOT_CANDIDATES = {
     "imagenet-o": ("imagenet-o", "ImageNet-O", "imagenet_o"),
 }
 #: How ImageNet-C was made from the validation images: resize 256, center crop 224.
+#: Where generated corruptions draw their random numbers (``--corruption-rng``).
+CORRUPTION_RNGS = ("cpu", "device")
 IMAGENET_C_PREP = {"input_size": (3, 224, 224), "crop_pct": 224 / 256, "interpolation": "bilinear"}
 
 
@@ -137,8 +139,13 @@ def build_evaluation_jobs(
     seed: int = 0,
     jpeg: bool = False,
     batch_size: int | None = None,
+    rng: str = "cpu",
 ) -> list[Job]:
-    """Return the jobs for an evaluation suite; ``spec_base`` holds model, checkpoint_sha256, model_options."""
+    """Return the jobs for an evaluation suite; ``spec_base`` holds model, checkpoint_sha256, model_options.
+
+    Generated corruptions draw from a CPU generator (``rng="cpu"``: the same images on every machine) or from one
+    on the run's device (``rng="device"``: faster on a GPU, other images); the choice is part of the cells.
+    """
     from robustbench_rpc.data import build_dataset
 
     if selection.subset and not {"clean", "imagenet-c"} & set(suite):
@@ -170,18 +177,27 @@ def build_evaluation_jobs(
             jobs.append(ClassifyJob(spec(f"folder:{Path(ds.root).name}", "clean", {}), FileSource(ds)))
         elif entry == "imagenet-c":
             jobs.extend(_imagenet_c_jobs(spec, paths, preprocessing, selection, corruptions, severities,
-                                         allow_missing, labels_file, seed, jpeg, batch_size))
+                                         allow_missing, labels_file, generated_params(seed, batch_size, jpeg, rng),
+                                         rng))
         elif entry == "digits":
             jobs.append(ClassifyJob(spec("digits", "clean", {}), digits_source("test", selection.limit)))
         elif entry == "digits-c":
             cells = _corruption_cells(corruptions, severities)
+            params = generated_params(seed, batch_size, False, rng)
             jobs.append(GeneratedCorruptionJob(
-                [(spec("digits", "corruption", {"name": c, "severity": s, "source": "generated", "seed": seed,
-                                               "batch_size": batch_size}), c, s)
-                 for c, s in cells],
-                digits_source("test", selection.limit),
+                [(spec("digits", "corruption", {"name": c, "severity": s, **params}), c, s) for c, s in cells],
+                digits_source("test", selection.limit), rng=rng,
             ))
     return jobs
+
+
+def generated_params(seed: int, batch_size: int | None, jpeg: bool, rng: str) -> dict[str, Any]:
+    """The parameters that make a generated corruption cell: seed, batch size (seeds are per batch), JPEG, RNG."""
+    if rng not in CORRUPTION_RNGS:
+        raise UserError(f"Unknown --corruption-rng {rng!r}; expected cpu (the same images on every machine) or "
+                        "device (draws on the run's device: faster on a GPU, other images).")
+    return {"source": "generated", "seed": seed, "batch_size": batch_size,
+            **({"jpeg_quality": 85} if jpeg else {}), **({"rng": rng} if rng != "cpu" else {})}
 
 
 def _corruption_cells(corruptions: str | None, severities: str | None) -> list[tuple[str, int]]:
@@ -201,9 +217,8 @@ def _imagenet_c_jobs(
     severities: str | None,
     allow_missing: bool,
     labels_file: str | None,
-    seed: int,
-    jpeg: bool,
-    batch_size: int | None = None,
+    params: dict[str, Any],
+    rng: str = "cpu",
 ) -> list[Job]:
     from robustbench_rpc.data import build_dataset
 
@@ -212,11 +227,9 @@ def _imagenet_c_jobs(
         clean = build_dataset("imagenet", paths.resolve("imagenet"), IMAGENET_C_PREP, labels_file=labels_file,
                               subset=selection.subset, limit=selection.limit)
         size = tuple(preprocessing.get("input_size", (3, 224, 224)))[-2:]
-        params = {"source": "generated", "seed": seed, "batch_size": batch_size,
-                  **({"jpeg_quality": 85} if jpeg else {})}
         cells = [(spec("imagenet-c", "corruption", {"name": c, "severity": s, **params}), c, s)
                  for c, s in _corruption_cells(corruptions, severities)]
-        return [GeneratedCorruptionJob(cells, FileSource(clean), jpeg_quality=85 if jpeg else None,
+        return [GeneratedCorruptionJob(cells, FileSource(clean), jpeg_quality=params.get("jpeg_quality"), rng=rng,
                                        to_model=resize_to(size, str(preprocessing.get("interpolation", "bicubic"))))]
     dataset_c = build_dataset("imagenet-c", where, preprocessing, corruptions=corruptions or "standard",
                               severities=severities or "1-5", subset=selection.subset, limit=selection.limit,

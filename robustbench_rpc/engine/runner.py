@@ -50,13 +50,15 @@ class EngineOptions:
     pin_memory: bool = False
     prefetch_factor: int | None = None
     channels_last: bool = False
+    decode: str = "cpu"
     dist: DistContext = field(default_factory=DistContext)
     part: SamplePart | None = None
 
     @property
     def loading(self) -> LoaderOptions:
         """The data-loading options of the sources."""
-        return LoaderOptions(self.workers, self.pin_memory, self.prefetch_factor)
+        decode_device = self.device if self.decode == "gpu" else None
+        return LoaderOptions(self.workers, self.pin_memory, self.prefetch_factor, decode_device)
 
 
 @dataclass
@@ -93,6 +95,7 @@ class GeneratedCorruptionJob:
     source: BatchSource
     jpeg_quality: int | None = None
     to_model: Callable[[Tensor], Tensor] | None = None
+    rng: str = "cpu"
 
     @property
     def specs(self) -> list[CellSpec]:
@@ -205,6 +208,8 @@ class Engine:
         payload = {"seconds": round(time.perf_counter() - started, 3), "batch_size": self.options.batch_size,
                    "precision": self.options.precision, "dataset_fingerprint": source.fingerprint(),
                    "load_report": report.as_dict()}
+        if self.options.decode != "cpu":
+            payload["decode"] = self.options.decode
         if self.options.dist.enabled:
             payload["world_size"] = self.options.dist.world_size
         payload.update(extra or {})
@@ -270,13 +275,14 @@ class Engine:
         total = len(job.source) * len(cells)
         seed = self.options.seed
         device = self.options.device
+        draws_on = device if job.rng == "device" else torch.device("cpu")
         for number, batch in self._batches(job.source):
             rows: dict[str, list[dict[str, Any]]] = {spec.key(): [] for spec, _, _ in cells}
             if len(batch):
                 clean = batch.images.to(device, non_blocking=True)  # corruptions run on the model's device
                 start = int(batch.indices[0])
                 for spec, name, severity in cells:
-                    gen = torch.Generator().manual_seed(cell_seed(seed, name, severity, start))
+                    gen = torch.Generator(draws_on).manual_seed(cell_seed(seed, name, severity, start))
                     images = corrupt(clean, name, severity, generator=gen)
                     if job.jpeg_quality is not None:
                         images = jpeg_roundtrip(images, job.jpeg_quality)

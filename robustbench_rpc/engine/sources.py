@@ -15,11 +15,16 @@ from robustbench_rpc.engine.distributed import canonical_batches
 
 @dataclass(frozen=True)
 class LoaderOptions:
-    """How batches are loaded: worker processes, pinned memory, batches prefetched per worker."""
+    """How batches are loaded: worker processes, pinned memory, batches prefetched per worker, decode device.
+
+    ``decode_device`` set: the workers only read the files and JPEGs are decoded and transformed on that device
+    (:mod:`robustbench_rpc.data.device_decode`); None: workers decode on the CPU.
+    """
 
     workers: int = 0
     pin_memory: bool = False
     prefetch_factor: int | None = None
+    decode_device: torch.device | None = None
 
 
 class BatchSource(Protocol):
@@ -83,6 +88,12 @@ class FileSource:
         loading = loading or LoaderOptions()
         plan = canonical_batches(len(self.dataset), batch_size, rank, world_size)
         if not plan:
+            return
+        if loading.decode_device is not None:
+            from robustbench_rpc.data.device_decode import device_batches
+
+            yield from device_batches(self.dataset, plan, loading.decode_device, loading.workers,
+                                      loading.prefetch_factor)
             return
         extra: dict[str, Any] = {}
         if loading.workers > 0:
