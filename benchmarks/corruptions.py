@@ -54,11 +54,15 @@ def timed(fn, min_time: float = 0.5, min_calls: int = 5) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=32, help="images per call of ours")
-    parser.add_argument("--ref-images", type=int, default=16, help="images per timing of the reference loop")
+    parser.add_argument("--ref-images", type=int, default=16, help="images per timing of the reference loop (0: "
+                        "ours only)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--corruptions", default="all")
     parser.add_argument("--min-time", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, all cores)")
+    parser.add_argument("--generator", choices=("cpu", "device"), default="cpu",
+                        help="where ours draws its random numbers: a CPU generator (what evaluation uses: the same "
+                        "images on every device) or one on --device")
     args = parser.parse_args()
     import numpy as np
     import torch
@@ -73,11 +77,13 @@ def main() -> int:
     except ImportError:
         ref_corrupt = None
         print("reference imagecorruptions not installed: only our throughput is printed")
+    if args.ref_images < 1:
+        ref_corrupt = None
     names = list(CORRUPTIONS) if args.corruptions == "all" else args.corruptions.split(",")
     batch = images_224(args.batch)
     dev_batch = batch.to(args.device)
     ref_imgs = [img.permute(1, 2, 0).numpy() for img in batch[: args.ref_images]]
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(args.device if args.generator == "device" else "cpu").manual_seed(0)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
     def ours_call(name: str):
@@ -93,9 +99,10 @@ def main() -> int:
         ref_threads = f", reference OpenCV threads {cv2.getNumThreads()}"
     except ImportError:
         ref_threads = ""
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
     print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-        f"device {args.device}, batch {args.batch}{ref_threads}"
+        f"torch {torch.__version__} on {where}, threads {torch.get_num_threads()}, "
+        f"device {args.device}, generator {gen.device}, batch {args.batch}{ref_threads}"
     )
     head = f"{'corruption':<18} {'ours img/s':>11} {'ref img/s':>10} {'ratio':>7}"
     print(head + "\n" + "-" * len(head))

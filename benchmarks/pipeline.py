@@ -11,6 +11,9 @@
 
 Usage: python benchmarks/pipeline.py [--model deit_tiny_patch16_224] [--threads 2] [--workers 1] [--batch-size 25]
        [--images 100] [--c-images 48] [--corruptions gaussian_noise,contrast,fog] [--severity 3]
+       [--device cpu|cuda] [--copies K]
+On a GPU (``--device cuda``) a row for ``--decode gpu`` (nvjpeg) is added, AMP uses the GPU's autocast, and
+``--copies K`` links every image K times (more images than the 100 keep a fast GPU busy long enough to time).
 Needs ../shared/data/imagenet-val-100 (skips with a message when absent). Random weights, nothing downloaded.
 Torch threads are pinned with --threads (small ops are very slow under contention on a shared 2-core machine).
 """
@@ -28,17 +31,28 @@ sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data" / "imagenet-val-100"
 
 
-def limited_folder(src: Path, dst: Path, n: int) -> Path:
-    """Symlink the first ``n`` images (sorted) of ``src`` into ``dst`` (same <wnid>/<file> layout)."""
+def limited_folder(src: Path, dst: Path, n: int, copies: int = 1) -> Path:
+    """Symlink the first ``n`` images (sorted) of ``src`` into ``dst`` (same <wnid>/<file> layout), each
+    ``copies`` times (copy c > 0 as ``c<c>_<file>``)."""
     files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in (".jpeg", ".jpg", ".png"))
     for path in files[:n]:
-        target = dst / path.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(path.resolve())
+        rel = path.relative_to(src)
+        for copy in range(copies):
+            target = dst / rel.parent / (rel.name if copy == 0 else f"c{copy}_{rel.name}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(path.resolve())
     return dst
 
 
-def official_loop(model, root: Path, batch_size: int, workers: int) -> tuple[float, int]:
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so that timings include it."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def official_loop(model, root: Path, batch_size: int, workers: int, device: str = "cpu") -> tuple[float, int]:
     """RobustBench/timm-style evaluation: ImageFolder + PIL + timm transform + plain forward; (seconds, images)."""
     import timm.data
     import torch
@@ -48,26 +62,31 @@ def official_loop(model, root: Path, batch_size: int, workers: int) -> tuple[flo
     config = timm.data.resolve_data_config({}, model=inner)
     transform = timm.data.create_transform(**config)
     loader = torch.utils.data.DataLoader(ImageFolder(str(root), transform=transform), batch_size=batch_size,
-                                         shuffle=False, num_workers=workers)
+                                         shuffle=False, num_workers=workers, pin_memory=device != "cpu")
     start, n, correct = time.perf_counter(), 0, 0
     with torch.no_grad():
         for images, labels in loader:
-            logits = inner(images)
-            correct += int((logits.argmax(1) == labels).sum())
+            logits = inner(images.to(device, non_blocking=True))
+            correct += int((logits.argmax(1).cpu() == labels).sum())
             n += len(labels)
     return time.perf_counter() - start, n
 
 
-def our_batches(model, root: Path, batch_size: int, workers: int = 0):
-    """Our data path over the ImageNet-layout folder ``root``: an iterator of loaded batches."""
+def our_batches(model, root: Path, batch_size: int, workers: int = 0, decode_device: str | None = None):
+    """Our data path over the ImageNet-layout folder ``root``: an iterator of loaded batches (decoded on
+    ``decode_device`` when given, else by the loader on the CPU)."""
+    import torch
+
     from robustbench_rpc.data import build_dataset
     from robustbench_rpc.engine.sources import FileSource, LoaderOptions
 
     source = FileSource(build_dataset("imagenet", root, model.preprocessing))
-    return (batch for _, batch in source.shard_batches(batch_size, loading=LoaderOptions(workers)))
+    loading = LoaderOptions(workers, decode_device=torch.device(decode_device) if decode_device else None)
+    return (batch for _, batch in source.shard_batches(batch_size, loading=loading))
 
 
-def data_only(model, root: Path, batch_size: int, workers: int, official: bool) -> tuple[float, int]:
+def data_only(model, root: Path, batch_size: int, workers: int, official: bool,
+              decode_device: str | None = None) -> tuple[float, int]:
     """Decode + transform + collate only (no model): ours (FileSource) or the official-style ImageFolder loop."""
     import timm.data
     import torch
@@ -81,50 +100,54 @@ def data_only(model, root: Path, batch_size: int, workers: int, official: bool) 
         for images, _ in loader:
             n += len(images)
     else:
-        for batch in our_batches(model, root, batch_size, workers):
+        for batch in our_batches(model, root, batch_size, workers, decode_device):
             n += len(batch)
+        synchronize(decode_device or "cpu")
     return time.perf_counter() - start, n
 
 
-def ours(model, out: Path, batch_size: int, workers: int, **kw) -> tuple[float, int]:
+def ours(model, out: Path, batch_size: int, workers: int, device: str = "cpu", **kw) -> tuple[float, int]:
     """Our pipeline end to end (records written); return (seconds, sample evaluations)."""
     from robustbench_rpc.api import evaluate
 
     start = time.perf_counter()
-    summary = evaluate(model, out=out, batch_size=batch_size, workers=workers, device="cpu", progress=False,
+    summary = evaluate(model, out=out, batch_size=batch_size, workers=workers, device=device, progress=False,
                        force=True, **kw)
     seconds = time.perf_counter() - start
     n = int(summary.table.query("metric == 'top1'")["n"].sum())
     return seconds, n
 
 
-def bf16_agreement(model, root: Path, batch_size: int) -> tuple[float, float]:
+def bf16_agreement(model, root: Path, batch_size: int, device: str = "cpu") -> tuple[float, float]:
     """Top-1 agreement and max |logit difference| of bfloat16 autocast against float32 on the images."""
     import torch
 
     agree, n, worst = 0, 0, 0.0
     with torch.inference_mode():
         for batch in our_batches(model, root, batch_size):
-            ref = model(batch.images)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                low = model(batch.images).float()
+            images = batch.images.to(device)
+            ref = model(images)
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+                low = model(images).float()
             agree += int((ref.argmax(1) == low.argmax(1)).sum())
             n += len(ref)
             worst = max(worst, float((ref - low).abs().max()))
     return agree / max(n, 1), worst
 
 
-def forward_only(model, batch_size: int, n: int) -> tuple[float, int]:
+def forward_only(model, batch_size: int, n: int, device: str = "cpu") -> tuple[float, int]:
     """Forward passes on preloaded tensors (the model's own speed); return (seconds, images)."""
     import torch
 
-    x = torch.rand(batch_size, 3, 224, 224)
+    x = torch.rand(batch_size, 3, 224, 224, device=device)
     batches = max(1, n // batch_size)
     with torch.inference_mode():
         model(x)
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(batches):
             model(x)
+        synchronize(device)
     return time.perf_counter() - start, batches * batch_size
 
 
@@ -132,6 +155,42 @@ def best(fn, repeats: int) -> tuple[float, int]:
     """Fastest of ``repeats`` calls of ``fn`` returning (seconds, images)."""
     runs = [fn() for _ in range(repeats)]
     return min(runs, key=lambda r: r[0] / r[1])
+
+
+def imagenet_c_rows(model, tmp: Path, args, run: dict) -> list[tuple[str, str, float, float]]:
+    """On-the-fly ImageNet-C vs reading a released-style tree written by ``robustbench-rpc corrupt``; on a GPU
+    also with nvjpeg decoding and with the corruptions' random draws on the GPU."""
+    from robustbench_rpc.cli.app import main as cli
+
+    c_val = limited_folder(DATA, tmp / "val-c", args.c_images, args.c_copies)
+    tree = tmp / "imagenet-c"
+    start = time.perf_counter()
+    try:
+        cli(["corrupt", "--input", str(c_val), "--output", str(tree), "--corruptions", args.corruptions,
+             "--severities", args.severity])
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    print(f"(writing the released-style tree with `robustbench-rpc corrupt` took {time.perf_counter() - start:.1f} "
+          "s, not counted below)")
+    c_kw = {"suite": "imagenet-c", "corruptions": args.corruptions, "severities": args.severity, **run}
+    generated = {"imagenet-c": "generated", "imagenet": str(c_val)}
+    released = best(lambda: ours(model, tmp / "r-rel", args.batch_size, args.workers,
+                                 paths={"imagenet-c": str(tree)}, **c_kw), args.repeats)
+    rel_ips = released[1] / released[0]
+    cells = len(args.corruptions.split(",")) * len(args.severity.split(","))
+    variants = [("", {})]
+    if run["device"].startswith("cuda"):
+        variants += [(" --decode gpu", {"decode": "gpu"}),
+                     (" --decode gpu --corruption-rng device", {"decode": "gpu", "corruption_rng": "device"})]
+    rows = []
+    for label, extra in variants:
+        found = best(lambda extra=extra: ours(model, tmp / "r-gen", args.batch_size, args.workers, paths=generated,
+                                              **c_kw, **extra), args.repeats)
+        ips = found[1] / found[0]
+        rows.append((f"ImageNet-C ({cells} cells): on the fly{label} vs released tree",
+                     f"{ips:.2f} vs {rel_ips:.2f} img/s", ips / rel_ips, 1.0))
+    return rows
 
 
 def main() -> int:
@@ -146,6 +205,10 @@ def main() -> int:
     parser.add_argument("--corruptions", default="gaussian_noise,contrast,fog")
     parser.add_argument("--severity", default="3")
     parser.add_argument("--repeats", type=int, default=1, help="repeat each measurement, keep the fastest")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both pipelines and the forward-only check)")
+    parser.add_argument("--copies", type=int, default=1, help="link each image this many times")
+    parser.add_argument("--c-copies", type=int, default=1, help="copies of each ImageNet-C image (0 images: no "
+                        "ImageNet-C rows)")
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"skipped: {DATA} not found (the benchmark needs 100 ImageNet validation images)")
@@ -153,27 +216,33 @@ def main() -> int:
     import torch
 
     import robustbench_rpc
-    from robustbench_rpc.cli.app import main as cli
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = robustbench_rpc.load_model(args.model).eval()
-    print(f"model {args.model} (random weights), threads {torch.get_num_threads()}, workers {args.workers}, "
-          f"batch {args.batch_size}, torch {torch.__version__}")
+    device = args.device
+    model = robustbench_rpc.load_model(args.model).eval().to(device)
+    gpu = device.startswith("cuda")
+    where = torch.cuda.get_device_name() if gpu else "CPU"
+    print(f"model {args.model} (random weights) on {where}, threads {torch.get_num_threads()}, workers "
+          f"{args.workers}, batch {args.batch_size}, {args.images * args.copies} images, torch {torch.__version__}")
+    run = {"device": device}
     rows: list[tuple[str, str, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        clean = limited_folder(DATA, tmp / "val", args.images)
-        base = best(lambda: official_loop(model, clean, args.batch_size, args.workers), args.repeats)
+        clean = limited_folder(DATA, tmp / "val", args.images, args.copies)
+        n_clean = args.images * args.copies
+        base = best(lambda: official_loop(model, clean, args.batch_size, args.workers, device), args.repeats)
         mine = best(lambda: ours(model, tmp / "r-clean", args.batch_size, args.workers, suite="clean",
-                                 paths={"imagenet": str(clean)}), args.repeats)
-        # the data path alone, in this process (no worker start-up in the figure), fastest of >= 2 passes
-        data_base = best(lambda: data_only(model, clean, args.batch_size, 0, True), max(2, args.repeats))
-        data_mine = best(lambda: data_only(model, clean, args.batch_size, 0, False), max(2, args.repeats))
-        fwd = best(lambda: forward_only(model, args.batch_size, args.images), args.repeats)
+                                 paths={"imagenet": str(clean)}, **run), args.repeats)
+        # the data path alone, in this process (no worker start-up in the figure), fastest of >= 2 passes, on at
+        # most 4 copies of the images (a single process decodes slowly)
+        few = limited_folder(DATA, tmp / "val-few", args.images, min(args.copies, 4))
+        data_base = best(lambda: data_only(model, few, args.batch_size, 0, True), max(2, args.repeats))
+        data_mine = best(lambda: data_only(model, few, args.batch_size, 0, False), max(2, args.repeats))
+        fwd = best(lambda: forward_only(model, args.batch_size, n_clean, device), args.repeats)
         bf16 = best(lambda: ours(model, tmp / "r-bf16", args.batch_size, args.workers, suite="clean",
-                                 paths={"imagenet": str(clean)}, precision="bf16"), args.repeats)
-        agreement, logit_diff = bf16_agreement(model, clean, args.batch_size)
+                                 paths={"imagenet": str(clean)}, precision="bf16", **run), args.repeats)
+        agreement, logit_diff = bf16_agreement(model, clean, args.batch_size, device)
         base_ips, mine_ips, fwd_ips = base[1] / base[0], mine[1] / mine[0], fwd[1] / fwd[0]
         rows.append(("clean: ours vs official-style loop", f"{mine_ips:.2f} vs {base_ips:.2f} img/s",
                      mine_ips / base_ips, 1.3))
@@ -185,35 +254,27 @@ def main() -> int:
         bf16_ips = bf16[1] / bf16[0]
         rows.append(("clean: ours --amp bf16 vs official-style (fp32)", f"{bf16_ips:.2f} vs {base_ips:.2f} img/s",
                      bf16_ips / base_ips, 1.3))
+        if gpu:
+            nvjpeg = best(lambda: ours(model, tmp / "r-nvjpeg", args.batch_size, args.workers, suite="clean",
+                                       paths={"imagenet": str(clean)}, decode="gpu", **run), args.repeats)
+            data_nv = best(lambda: data_only(model, few, args.batch_size, 0, False, device), max(2, args.repeats))
+            nv_ips = nvjpeg[1] / nvjpeg[0]
+            rows.append(("clean: ours --decode gpu vs official-style loop", f"{nv_ips:.2f} vs {base_ips:.2f} img/s",
+                         nv_ips / base_ips, 1.3))
+            rows.append(("data path only (no workers): ours --decode gpu vs official",
+                         f"{data_nv[1] / data_nv[0]:.1f} vs {data_base[1] / data_base[0]:.1f} img/s",
+                         (data_nv[1] / data_nv[0]) / (data_base[1] / data_base[0]), 1.3))
+            rows.append(("model-bound: ours --decode gpu / forward-only", f"{nv_ips:.2f} vs {fwd_ips:.2f} img/s",
+                         nv_ips / fwd_ips, 1.0))
 
-        c_val = limited_folder(DATA, tmp / "val-c", args.c_images)
-        tree = tmp / "imagenet-c"
-        start = time.perf_counter()
-        try:
-            cli(["corrupt", "--input", str(c_val), "--output", str(tree), "--corruptions", args.corruptions,
-                 "--severities", args.severity])
-        except SystemExit as exc:
-            if exc.code:
-                raise
-        written_s = time.perf_counter() - start
-        c_kw = {"suite": "imagenet-c", "corruptions": args.corruptions, "severities": args.severity}
-        released = best(lambda: ours(model, tmp / "r-rel", args.batch_size, args.workers,
-                                     paths={"imagenet-c": str(tree)}, **c_kw), args.repeats)
-        generated = best(lambda: ours(model, tmp / "r-gen", args.batch_size, args.workers,
-                                      paths={"imagenet-c": "generated", "imagenet": str(c_val)}, **c_kw),
-                         args.repeats)
-        gen_ips, rel_ips = generated[1] / generated[0], released[1] / released[0]
-        cells = len(args.corruptions.split(",")) * len(args.severity.split(","))
-        rows.append((f"ImageNet-C ({cells} cells): on the fly vs released tree",
-                     f"{gen_ips:.2f} vs {rel_ips:.2f} img/s", gen_ips / rel_ips, 1.0))
+        if args.c_images > 0:
+            rows.extend(imagenet_c_rows(model, tmp, args, run))
     width = max(len(r[0]) for r in rows)
     print(f"\n{'comparison':<{width}}  {'throughput':>26}  {'ratio':>6}  {'target':>6}")
     for name, detail, ratio, target in rows:
         print(f"{name:<{width}}  {detail:>26}  {ratio:6.2f}  {target:6.2f}")
-    print(f"\n--amp bf16 against float32 on the same {args.images} images: top-1 agreement {agreement:.1%}, "
+    print(f"\n--amp bf16 against float32 on the same {n_clean} images: top-1 agreement {agreement:.1%}, "
           f"largest logit difference {logit_diff:.3g} (random weights: a trained model's agreement is in the README)")
-    print(f"(writing the released-style tree with `robustbench-rpc corrupt` took {written_s:.1f} s, "
-          f"not counted above)")
     return 0
 
 
