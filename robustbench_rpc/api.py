@@ -226,9 +226,14 @@ def _run(request: ModelRequest, out: str | Path, run: RunOptions, build_jobs: An
     run.validate()
     ctx, device_name = init_distributed(run.device)
     try:
-        return _run_ranked(request, out, run, build_jobs, what, ctx, device_name)
-    finally:
-        shutdown(ctx)
+        summary = _run_ranked(request, out, run, build_jobs, what, ctx, device_name)
+    except BaseException as exc:
+        from robustbench_rpc.engine.distributed import CollectiveError
+
+        shutdown(ctx, finished=isinstance(exc, CollectiveError))
+        raise
+    shutdown(ctx)
+    return summary
 
 
 def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_jobs: Any, what: str, ctx: Any,

@@ -111,6 +111,7 @@ def test_ranks_that_disagree_all_fail_and_nothing_is_written(tmp_path):
     for proc, (_, err) in zip(procs, results, strict=True):
         assert proc.returncode == 2, err[-2000:]
         assert "disagree on the plan" in err and "Traceback" not in err
+        assert "their cells differ" in err and "--limit" in err  # --limit 8 vs 9: same settings, other cells
     assert not (tmp_path / "r").exists()
 
 

@@ -44,6 +44,10 @@ _SHARD = re.compile(r"^\s*(-?\d+)\s*/\s*(-?\d+)\s*$")
 SHARD_MODES = ("cells", "samples")
 
 
+class CollectiveError(UserError):
+    """A UserError that every rank raises at the same point of the run (so the ranks can still meet at a barrier)."""
+
+
 @dataclass(frozen=True)
 class DistContext:
     """The process's place in a distributed run (world size 1 and rank 0 when not distributed)."""
@@ -104,11 +108,19 @@ def init_distributed(device_name: str | None, timeout_s: float = 1800.0) -> tupl
     return DistContext(dist.get_world_size(), dist.get_rank(), local, backend, owns), device_name
 
 
-def shutdown(ctx: DistContext) -> None:
-    """Leave the process group if this module created it."""
+def shutdown(ctx: DistContext, finished: bool = True) -> None:
+    """Leave the process group if this module created it.
+
+    After a finished run, or an error that every rank raised at the same point (:class:`CollectiveError`), the ranks
+    first meet at a barrier, so that no rank tears down its connections while a peer still uses them (gloo's
+    threads otherwise abort the process at exit now and then). After any other failure there is no barrier: a
+    peer may be gone, and the error is reported at once.
+    """
     import torch.distributed as dist
 
     if ctx.owns_group and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -151,7 +163,7 @@ def collective_step(ctx: DistContext, step: Callable[[], T], what: str) -> T:
     failed = [(rank, e) for rank, e in enumerate(errors) if e is not None]
     if failed:
         rank, message = failed[0]
-        raise UserError(f"{message} (rank {rank} of {ctx.world_size}, while {what})")
+        raise CollectiveError(f"{message} (rank {rank} of {ctx.world_size}, while {what})")
     return value  # type: ignore[return-value]
 
 
@@ -170,7 +182,7 @@ def main_step(ctx: DistContext, step: Callable[[], T], what: str) -> T:
     dist.broadcast_object_list(payload, src=0)
     status, value = payload[0]
     if status == "error":
-        raise UserError(value if ctx.is_main else f"{value} (on rank 0, while {what})")
+        raise CollectiveError(value if ctx.is_main else f"{value} (on rank 0, while {what})")
     return value
 
 
@@ -179,10 +191,15 @@ def check_plan_agreement(ctx: DistContext, fingerprint: str, described: dict[str
     gathered = all_gather(ctx, (fingerprint, described))
     prints = {fp for fp, _ in gathered}
     if len(prints) > 1:
-        lines = "; ".join(f"rank {r}: {json.dumps(d, sort_keys=True, default=str)}"
-                          for r, (_, d) in enumerate(gathered))
-        raise UserError("The ranks of this distributed run disagree on the plan (launch every rank with the same "
-                        f"arguments): {lines}.")
+        if len({json.dumps(d, sort_keys=True, default=str) for _, d in gathered}) == 1:
+            lines = ("their settings agree but their cells differ (model, checkpoint, datasets, --limit, --subset, "
+                     "corruptions or attack options): " +
+                     "; ".join(f"rank {r}: plan {fp[:12]}" for r, (fp, _) in enumerate(gathered)))
+        else:
+            lines = "; ".join(f"rank {r}: {json.dumps(d, sort_keys=True, default=str)}"
+                              for r, (_, d) in enumerate(gathered))
+        raise CollectiveError("The ranks of this distributed run disagree on the plan (launch every rank with the "
+                              f"same arguments): {lines}.")
 
 
 def plan_fingerprint(cell_keys: Sequence[str], **settings: Any) -> str:
