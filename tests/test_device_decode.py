@@ -147,8 +147,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @needs_cuda
 @pytest.mark.parametrize("kind", ["gray", "rgb-444", "rgb-420"])
 def test_nvjpeg_pixels_agree_with_libjpeg(tmp_path, kind):
-    """Without chroma subsampling only the IDCTs differ (a level or two); 4:2:0 adds the chroma upsampling, where
-    libjpeg's 'fancy' (triangle) filter and nvjpeg's differ most on noisy colour detail."""
+    """Without chroma subsampling the decoders agree (an IDCT could differ by a level); 4:2:0 adds the chroma
+    upsampling, where libjpeg's 'fancy' (triangle) filter and nvjpeg's differ most on noisy colour detail."""
     for i in range(8):
         array = image_array(i, (96, 80))
         data = _jpeg(array if kind != "gray" else array[..., 0], quality=90,
@@ -159,10 +159,10 @@ def test_nvjpeg_pixels_agree_with_libjpeg(tmp_path, kind):
     on_cpu = torch.stack(nvjpeg_decode(buffers, CPU))
     diff = (on_gpu.int() - on_cpu.int()).abs().float()
     print(f"{kind}: mean |diff| {float(diff.mean()):.3f}, max {float(diff.max()):.0f} levels")
-    if kind == "rgb-420":
+    if kind == "rgb-420":  # measured on an H200: mean 4.3, max 94 levels on these noisy images
         assert float(diff.mean()) < 8
-    else:
-        assert float(diff.mean()) < 1 and float(diff.max()) <= 8
+    else:  # measured on an H200: identical
+        assert float(diff.max()) <= 2
 
 
 @needs_cuda
