@@ -157,6 +157,22 @@ def best(fn, repeats: int) -> tuple[float, int]:
     return min(runs, key=lambda r: r[0] / r[1])
 
 
+def clean_rows(label: str, mine: tuple[float, int], data_mine: tuple[float, int], base: tuple[float, int],
+               data_base: tuple[float, int], fwd: tuple[float, int]) -> list[tuple[str, str, float, float]]:
+    """The clean-evaluation rows for one variant of ours (``label``, e.g. " --decode gpu"): end to end and data
+    path only against the official-style loop, and the model-bound ratio; timings are (seconds, images)."""
+    ips = {k: n / s for k, (s, n) in {"mine": mine, "data_mine": data_mine, "base": base, "data_base": data_base,
+                                      "fwd": fwd}.items()}
+    return [
+        (f"clean: ours{label} vs official-style loop", f"{ips['mine']:.2f} vs {ips['base']:.2f} img/s",
+         ips["mine"] / ips["base"], 1.3),
+        (f"data path only (no workers): ours{label} vs official-style",
+         f"{ips['data_mine']:.1f} vs {ips['data_base']:.1f} img/s", ips["data_mine"] / ips["data_base"], 1.3),
+        (f"model-bound: ours{label} / forward-only", f"{ips['mine']:.2f} vs {ips['fwd']:.2f} img/s",
+         ips["mine"] / ips["fwd"], 1.0),
+    ]
+
+
 def imagenet_c_rows(model, tmp: Path, args, run: dict) -> list[tuple[str, str, float, float]]:
     """On-the-fly ImageNet-C vs reading a released-style tree written by ``robustbench-rpc corrupt``; on a GPU
     also with nvjpeg decoding and with the corruptions' random draws on the GPU."""
@@ -243,14 +259,8 @@ def main() -> int:
         bf16 = best(lambda: ours(model, tmp / "r-bf16", args.batch_size, args.workers, suite="clean",
                                  paths={"imagenet": str(clean)}, precision="bf16", **run), args.repeats)
         agreement, logit_diff = bf16_agreement(model, clean, args.batch_size, device)
-        base_ips, mine_ips, fwd_ips = base[1] / base[0], mine[1] / mine[0], fwd[1] / fwd[0]
-        rows.append(("clean: ours vs official-style loop", f"{mine_ips:.2f} vs {base_ips:.2f} img/s",
-                     mine_ips / base_ips, 1.3))
-        rows.append(("data path only (no workers): ours vs official-style",
-                     f"{data_mine[1] / data_mine[0]:.1f} vs {data_base[1] / data_base[0]:.1f} img/s",
-                     (data_mine[1] / data_mine[0]) / (data_base[1] / data_base[0]), 1.3))
-        rows.append(("model-bound: ours / forward-only", f"{mine_ips:.2f} vs {fwd_ips:.2f} img/s",
-                     mine_ips / fwd_ips, 1.0))
+        base_ips = base[1] / base[0]
+        rows.extend(clean_rows("", mine, data_mine, base, data_base, fwd))
         bf16_ips = bf16[1] / bf16[0]
         rows.append(("clean: ours --amp bf16 vs official-style (fp32)", f"{bf16_ips:.2f} vs {base_ips:.2f} img/s",
                      bf16_ips / base_ips, 1.3))
@@ -258,14 +268,7 @@ def main() -> int:
             nvjpeg = best(lambda: ours(model, tmp / "r-nvjpeg", args.batch_size, args.workers, suite="clean",
                                        paths={"imagenet": str(clean)}, decode="gpu", **run), args.repeats)
             data_nv = best(lambda: data_only(model, few, args.batch_size, 0, False, device), max(2, args.repeats))
-            nv_ips = nvjpeg[1] / nvjpeg[0]
-            rows.append(("clean: ours --decode gpu vs official-style loop", f"{nv_ips:.2f} vs {base_ips:.2f} img/s",
-                         nv_ips / base_ips, 1.3))
-            rows.append(("data path only (no workers): ours --decode gpu vs official",
-                         f"{data_nv[1] / data_nv[0]:.1f} vs {data_base[1] / data_base[0]:.1f} img/s",
-                         (data_nv[1] / data_nv[0]) / (data_base[1] / data_base[0]), 1.3))
-            rows.append(("model-bound: ours --decode gpu / forward-only", f"{nv_ips:.2f} vs {fwd_ips:.2f} img/s",
-                         nv_ips / fwd_ips, 1.0))
+            rows.extend(clean_rows(" --decode gpu", nvjpeg, data_nv, base, data_base, fwd))
 
         if args.c_images > 0:
             rows.extend(imagenet_c_rows(model, tmp, args, run))

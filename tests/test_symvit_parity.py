@@ -61,6 +61,16 @@ def capture(model: torch.nn.Module, case: dict, images: torch.Tensor) -> dict[st
     return out
 
 
+def model_images_exact(case: dict, checkpoint) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The case's model with the checkpoint loaded (float32, eval), its input images and the exact float64 logits."""
+    name, kwargs = rpc_kwargs(case)
+    model = timm.create_model(name, **kwargs).eval()
+    model.load_state_dict(checkpoint.state_dict, strict=True)
+    images = torch.load(FIXTURES / case["inputs"], weights_only=True)["images"]
+    exact = torch.load(FIXTURES / case["outputs"]["float64"], weights_only=True)["logits"]
+    return model, images, exact
+
+
 @pytest.fixture(scope="module")
 def checkpoint():
     return read_checkpoint(FIXTURES / "symvit" / "symvit_parity_checkpoint.pth")
@@ -92,11 +102,7 @@ def test_logits_and_intermediates_match_official(case, dtype, checkpoint):
 @pytest.mark.parametrize("case", CASES, ids=[c["case"] for c in CASES])
 def test_float32_is_as_accurate_as_official(case, checkpoint):
     """Our float32 logits are within 1e-4 of the exact (float64) official logits, like the official float32 ones."""
-    name, kwargs = rpc_kwargs(case)
-    model = timm.create_model(name, **kwargs).eval()
-    model.load_state_dict(checkpoint.state_dict, strict=True)
-    images = torch.load(FIXTURES / case["inputs"], weights_only=True)["images"]
-    exact = torch.load(FIXTURES / case["outputs"]["float64"], weights_only=True)["logits"]
+    model, images, exact = model_images_exact(case, checkpoint)
     with torch.no_grad():
         logits = model(images)
     assert logits.dtype == torch.float32
@@ -138,11 +144,7 @@ def test_ema_weights_are_selectable():
 def test_cuda_logits_match_official(case, checkpoint, monkeypatch):
     """On a GPU: float64 logits within 1e-9 of the official float64, float32 (TF32 off) within 1e-4 of exact."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    name, kwargs = rpc_kwargs(case)
-    model = timm.create_model(name, **kwargs).eval()
-    model.load_state_dict(checkpoint.state_dict, strict=True)
-    images = torch.load(FIXTURES / case["inputs"], weights_only=True)["images"]
-    exact = torch.load(FIXTURES / case["outputs"]["float64"], weights_only=True)["logits"]
+    model, images, exact = model_images_exact(case, checkpoint)
     with torch.no_grad():
         logits32 = model.cuda()(images.cuda()).cpu()
         logits64 = model.double()(images.double().cuda()).cpu()
