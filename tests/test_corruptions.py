@@ -215,11 +215,34 @@ def test_elastic_sampling_matches_map_coordinates_with_mirrored_borders() -> Non
         assert np.allclose(got[b], want, atol=1e-9)
 
 
+@pytest.mark.parametrize("bits", [2, 4, 6])
+def test_random_bits_are_uniform_and_independent_within_a_word(bits: int) -> None:
+    from robustbench_rpc.corruptions._common import random_bits
+
+    n = 200_000
+    v = random_bits(bits, n, torch.Generator().manual_seed(bits), torch.device("cpu"))
+    assert v.dtype == torch.int64 and v.shape == (n,) and int(v.min()) == 0 and int(v.max()) == 2**bits - 1
+    k = 2**bits
+    counts = torch.bincount(v, minlength=k).double()
+    chi2 = float(((counts - n / k) ** 2 / (n / k)).sum())
+    assert chi2 < k + 6 * (2 * k) ** 0.5  # about 6 standard deviations of a chi-square with k - 1 dof
+    # values cut from the same word (positions i and i + n / per_word) are independent: pair counts are flat
+    per_word = 31 // bits
+    words = -(-n // per_word)
+    pairs = v[:words] * k + v[words : 2 * words]
+    pair_counts = torch.bincount(pairs, minlength=k * k).double()
+    expected = words / (k * k)
+    chi2 = float(((pair_counts - expected) ** 2 / expected).sum())
+    assert chi2 < k * k + 6 * (2 * k * k) ** 0.5
+
+
 def test_glass_blur_chain_following_equals_the_sequential_loop() -> None:
+    from robustbench_rpc.corruptions.blur import glass_offset_draws
+
     for h, w, d, batch, passes in [(15, 13, 2, 1, 1), (12, 17, 3, 3, 2), (9, 9, 1, 2, 3)]:
         maps = glass_source_indices(batch, h, w, d, torch.Generator().manual_seed(5), torch.device("cpu"), passes)
         g = torch.Generator().manual_seed(5)  # same draws, in the same order
-        draws = [torch.randint(0, 4 * d * d, (batch, h, w), generator=g) for _ in range(passes)]
+        draws = [glass_offset_draws(batch, h, w, d, g, torch.device("cpu")).view(batch, h, w) for _ in range(passes)]
         for k, i in itertools.product(range(passes), range(batch)):
             dy, dx = draws[k] // (2 * d) - d, draws[k] % (2 * d) - d
             ptr = maps[k]
@@ -233,13 +256,13 @@ def test_glass_blur_chain_following_equals_the_sequential_loop() -> None:
 
 def test_glass_blur_applies_its_passes_in_order() -> None:
     from robustbench_rpc.corruptions._common import gaussian_filter
-    from robustbench_rpc.corruptions.blur import glass_blur
+    from robustbench_rpc.corruptions.blur import glass_blur, glass_offset_draws
 
     x = smooth_images(2, 20)
     p = {"sigma": 0.7, "max_delta": 2, "iterations": 3}
     got = glass_blur(x, p, torch.Generator().manual_seed(9))
     g = torch.Generator().manual_seed(9)
-    draws = [torch.randint(0, 16, (2, 20, 20), generator=g) for _ in range(3)]
+    draws = [glass_offset_draws(2, 20, 20, 2, g, torch.device("cpu")).view(2, 20, 20) for _ in range(3)]
     img = (torch.floor(gaussian_filter(x, 0.7) * 255.0).clamp(0, 255) / 255.0).permute(0, 2, 3, 1).numpy().copy()
     for r in draws:
         dy, dx = (r // 4 - 2).numpy(), (r % 4 - 2).numpy()
@@ -259,6 +282,17 @@ def test_pixelate_matches_pillow_resampling() -> None:
         rows = Image.fromarray(np.arange(n_out, dtype=np.float32)[None].repeat(2, 0), mode="F")
         up = np.asarray(rows.resize((n_in, 2), Image.NEAREST))[0]
         assert np.array_equal(nearest_indices(n_out, n_in, torch.device("cpu")).numpy(), up.astype(int))
+
+
+@pytest.mark.parametrize("n_in, n_out", [(224, 112), (224, 134), (224, 89), (224, 67), (224, 56), (37, 22)])
+def test_box_downsample_equals_pillows_box_weights(n_in: int, n_out: int) -> None:
+    from robustbench_rpc.corruptions.digital import box_downsample
+
+    x = torch.rand(2, 3, n_in, n_in, generator=torch.Generator().manual_seed(n_out), dtype=torch.float64)
+    m = box_resample_matrix(n_in, n_out).double()
+    expected = torch.einsum("ph,bchw,qw->bcpq", m, x, m)
+    got = box_downsample(box_downsample(x, 2, n_out), 3, n_out)
+    assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-12)
 
 
 def test_jpeg_roundtrip_is_byte_identical_to_pillow() -> None:

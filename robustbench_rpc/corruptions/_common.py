@@ -35,6 +35,22 @@ def randint(
     return out.to(device)
 
 
+def random_bits(bits: int, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """``n`` integers uniform in [0, 2^bits) (int64), ``bits`` at most 15, several cut from each random word.
+
+    Each draw of the generator gives 31 uniform bits (int32 ``random_``); a word holds ``31 // bits`` values,
+    so a few bits per value cost a fraction of one draw each (the serial CPU generator is the bottleneck).
+    """
+    if not 1 <= bits <= 15:
+        raise ValueError(f"bits must be in 1..15, got {bits}")
+    per_word = 31 // bits
+    words = torch.empty(-(-n // per_word), dtype=torch.int32, device=_draw_device(generator, device))
+    words = words.random_(generator=generator).to(device)
+    mask = (1 << bits) - 1
+    parts = [(words >> (bits * k)) & mask for k in range(per_word)]
+    return torch.cat(parts)[:n].long()
+
+
 def uniform_list(n: int, low: float, high: float, generator: torch.Generator | None) -> list[float]:
     """``n`` python floats uniform in [low, high) (used for per-image angles, drawn in float64)."""
     dev = generator.device if generator is not None else torch.device("cpu")

@@ -14,6 +14,7 @@ from robustbench_rpc.corruptions._common import (
     gaussian_filter,
     line_motion_blur,
     randint,
+    random_bits,
     separable_filter,
     uniform_list,
 )
@@ -83,9 +84,10 @@ def glass_source_indices(
 
 @lru_cache(maxsize=16)
 def _glass_tables(h: int, w: int, d: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each of the (2d)^2 offsets r (dy = r // 2d - d, dx = r % 2d - d) and each pixel: the flat index of
+    """For each pixel and each of the (2d)^2 offsets r (dy = r // 2d - d, dx = r % 2d - d): the flat index of
     the pixel it copies (itself outside the interior) and whether that target was visited before it (so the
-    pixel copies the target's new value, not its original one). Both flat [(2d)^2 * H * W], r-major."""
+    pixel copies the target's new value, not its original one). Both flat [H * W * (2d)^2], pixel-major, so
+    that looking up every pixel's drawn offset reads the tables in order."""
     ys = torch.arange(h).view(1, h, 1)
     xs = torch.arange(w).view(1, 1, w)
     r = torch.arange(4 * d * d).view(-1, 1, 1)
@@ -98,7 +100,21 @@ def _glass_tables(h: int, w: int, d: int, device: str) -> tuple[torch.Tensor, to
     inside = interior(ys, xs)
     target = torch.where(inside, ty.clamp(0, h - 1) * w + tx.clamp(0, w - 1), ys * w + xs)
     link = inside & interior(ty, tx) & ((dy > 0) | ((dy == 0) & (dx > 0)))
-    return target.reshape(-1).to(device), link.reshape(-1).to(device)
+    offsets = 4 * d * d
+    return (target.reshape(offsets, h * w).t().reshape(-1).to(device),
+            link.reshape(offsets, h * w).t().reshape(-1).to(device))
+
+
+def glass_offset_draws(
+    batch: int, h: int, w: int, d: int, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """One pass's offset draw per pixel [B, H*W]: r uniform in [0, 4 d^2) gives dy = r // 2d - d and
+    dx = r % 2d - d, both uniform in [-d, d). When 4 d^2 is a power of two (d = 1, 2, 4: every severity but 4),
+    several pixels' draws are cut from one random word."""
+    offsets = 4 * d * d
+    if offsets & (offsets - 1) == 0:
+        return random_bits(offsets.bit_length() - 1, batch * h * w, generator, device).view(batch, h * w)
+    return randint(0, offsets, (batch, h * w), generator, device)
 
 
 def _glass_pointers(
@@ -107,9 +123,9 @@ def _glass_pointers(
     """One pass: the target of every pixel (flat index within its image) [B, H*W], and whether that target
     was visited first [B*H*W]."""
     targets, links = _glass_tables(h, w, d, str(device))
-    # One draw per pixel for both offsets: r uniform in [0, 4 d^2) gives dy, dx uniform in [-d, d).
-    r = randint(0, 4 * d * d, (batch, h * w), generator, device)
-    key = r.mul_(h * w).add_(torch.arange(h * w, device=device)).view(-1)
+    offsets = 4 * d * d
+    r = glass_offset_draws(batch, h, w, d, generator, device)
+    key = r.add_(torch.arange(0, h * w * offsets, offsets, device=device)).view(-1)
     return targets.index_select(0, key).view(batch, h * w), links.index_select(0, key)
 
 

@@ -84,6 +84,26 @@ def box_resample_matrix(n_in: int, n_out: int) -> torch.Tensor:
     return m.float()
 
 
+@lru_cache(maxsize=64)
+def _box_ranges(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each output pixel's box of Pillow's BOX resampling: first input index, one past the last, 1 / size."""
+    inside = box_resample_matrix(n_in, n_out) > 0  # every box is a run of equal weights
+    first = inside.to(torch.int8).argmax(1)
+    size = inside.sum(1)
+    return first, first + size, 1.0 / size.double()
+
+
+def box_downsample(x: torch.Tensor, dim: int, n_out: int) -> torch.Tensor:
+    """Pillow's BOX resampling of ``x`` along ``dim`` to ``n_out`` pixels: the mean of each box, taken as the
+    difference of two running sums (as :func:`box_resample_matrix` weights it, in linear time)."""
+    first, stop, inv = (t.to(x.device) for t in _box_ranges(x.shape[dim], n_out))
+    sums = torch.cat((x.new_zeros(x.shape[:dim] + (1,) + x.shape[dim + 1 :]), x.cumsum(dim)), dim)
+    shape = [1] * x.ndim
+    shape[dim] = n_out
+    box = sums.index_select(dim, stop).sub_(sums.index_select(dim, first))
+    return box.mul_(inv.to(x.dtype).view(shape))
+
+
 def nearest_indices(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
     """Source index of each output pixel of Pillow's NEAREST resize: floor((o + 0.5) * n_in / n_out)."""
     idx = torch.floor((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out)).long()
@@ -94,9 +114,7 @@ def pixelate(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | No
     """Box-downsample to ``scale`` of the size, then nearest-upsample back."""
     _, _, h, w = x.shape
     sh, sw = int(h * p["scale"]), int(w * p["scale"])
-    mh = box_resample_matrix(h, sh).to(x.device, x.dtype)
-    mw = box_resample_matrix(w, sw).to(x.device, x.dtype)
-    small = torch.einsum("ph,bchw,qw->bcpq", mh, x, mw)
+    small = box_downsample(box_downsample(x, 2, sh), 3, sw)
     small = small.index_select(2, nearest_indices(sh, h, x.device))
     return small.index_select(3, nearest_indices(sw, w, x.device))
 
