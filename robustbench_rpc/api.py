@@ -140,6 +140,19 @@ class RunOptions:
         self.shard_by = parse_shard_by(self.shard_by, self.shard)
 
 
+def device_rng_label(corruption_rng: str, device: Any) -> str | None:
+    """The label of generated corruptions' draws on a GPU (``"cuda:<GPU name>"``: seeded streams differ between
+    GPU models), or None for the default CPU draws; ``device`` draws on a CPU run are refused."""
+    if corruption_rng != "device":
+        return None
+    if device.type != "cuda":
+        raise UserError(f"--corruption-rng device draws on the run's GPU, but this run is on {device}; the default "
+                        "(cpu) already draws on the CPU.")
+    import torch
+
+    return f"cuda:{torch.cuda.get_device_name(device)}"
+
+
 def _plan_cells(jobs: Sequence[Any]) -> list[Any]:
     return [spec for job in jobs for spec in job.specs]
 
@@ -264,9 +277,12 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
                             "use --decode cpu, or --device cuda on a machine with a GPU.")
         torch.manual_seed(run.seed)
         model, info, identity = request.load(run.seed)
-        if run.precision != "fp32":  # autocast changes the numbers: AMP results are not fp32 results
-            identity = {**identity, "model_options": {**identity["model_options"], "precision": run.precision}}
-        jobs = build_jobs(identity, model.preprocessing)
+        # autocast and nvjpeg change the numbers: such results are kept apart from fp32, CPU-decoded ones
+        changed = {**({"precision": run.precision} if run.precision != "fp32" else {}),
+                   **({"decode": run.decode} if run.decode != "cpu" else {})}
+        if changed:
+            identity = {**identity, "model_options": {**identity["model_options"], **changed}}
+        jobs = build_jobs(identity, model.preprocessing, device)
         if not jobs:
             raise UserError(f"Nothing to {what}: the plan has no cells.")
         _check_outputs(model, jobs)
@@ -368,7 +384,13 @@ def evaluate(
     (``imagenet-c`` may be ``"generated"`` to corrupt the validation images on the fly); ``data_root`` is searched
     for the usual sub-folders. ``run_options`` are :class:`RunOptions` fields (batch_size, device, seed, ...).
     """
-    from robustbench_rpc.engine.plan import DataPaths, SampleSelection, build_evaluation_jobs, parse_suite
+    from robustbench_rpc.engine.plan import (
+        DataPaths,
+        SampleSelection,
+        build_evaluation_jobs,
+        check_corruption_rng,
+        parse_suite,
+    )
 
     entries = parse_suite(suite)
     request = ModelRequest(model, checkpoint, model_name, dict(model_options or {}), trust_checkpoint, use_ema,
@@ -379,11 +401,13 @@ def evaluate(
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}.")
 
-    def build(identity: dict[str, Any], prep: Mapping[str, Any]) -> list[Any]:
+    check_corruption_rng(corruption_rng)
+
+    def build(identity: dict[str, Any], prep: Mapping[str, Any], device: Any) -> list[Any]:
         return build_evaluation_jobs(identity, entries, data_paths, prep, selection, corruptions=corruptions,
                                      severities=severities, allow_missing=allow_missing, labels_file=labels_file,
                                      class_list=class_list, seed=run.seed, jpeg=jpeg, batch_size=run.batch_size,
-                                     rng=corruption_rng)
+                                     rng_label=device_rng_label(corruption_rng, device))
 
     return _run(request, out, run, build, "evaluate")
 
@@ -428,7 +452,7 @@ def attack(
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}.")
 
-    def build(identity: dict[str, Any], prep: Mapping[str, Any]) -> list[Any]:
+    def build(identity: dict[str, Any], prep: Mapping[str, Any], device: Any) -> list[Any]:
         return build_attack_jobs(identity, prep, attacks=attacks, eps=eps, norm=norm, protocol=protocol,
                                  attack_options=dict(attack_options or {}), compat=compat, dataset=dataset,
                                  data=data, limit=limit, subset=subset, labels_file=labels_file,

@@ -120,17 +120,19 @@ def test_generated_corruptions_are_seeded(tmp_path):
     assert set(summary["metric"]) == {"mean_top1", "mean_top1_all", "mean_error"}
 
 
-def test_device_corruption_rng_is_recorded_in_the_cells_and_equals_cpu_draws_on_the_cpu(tmp_path):
-    kw = {"suite": "digits-c", "corruptions": "gaussian_noise", "severities": "3", "limit": 24,
-          "checkpoint": SYMVIT_DIGITS, "progress": False, "device": "cpu", "seed": 1}
-    default = evaluate(MODEL, out=tmp_path / "cpu", **kw)
-    on_device = evaluate(MODEL, out=tmp_path / "dev", corruption_rng="device", **kw)
-    [spec_cpu], [spec_dev] = default.written, on_device.written
-    assert "rng" not in spec_cpu.params and spec_dev.params["rng"] == "device"
-    assert spec_cpu.key() != spec_dev.key()  # other images on a GPU: never mixed with the CPU-drawn cells
-    records_cpu, _ = ResultsStore(tmp_path / "cpu").read_cell(spec_cpu)
-    records_dev, _ = ResultsStore(tmp_path / "dev").read_cell(spec_dev)
-    assert records_cpu["prob_max"].tolist() == records_dev["prob_max"].tolist()  # the device is the CPU here
+def test_device_corruption_rng_is_labelled_with_the_gpu_and_refused_on_the_cpu(tmp_path, monkeypatch):
+    import robustbench_rpc.api as api
+    from robustbench_rpc.engine.plan import generated_params
+
+    assert api.device_rng_label("cpu", torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    label = api.device_rng_label("device", torch.device("cuda", 0))
+    assert label == "cuda:NVIDIA H200"
+    assert generated_params(1, 64, False, label)["rng"] == label and "rng" not in generated_params(1, 64, False, None)
+    with pytest.raises(UserError, match="--corruption-rng device draws on the run's GPU, but this run is on cpu"):
+        evaluate(MODEL, out=tmp_path / "r", suite="digits-c", corruptions="fog", severities="3", limit=8,
+                 checkpoint=SYMVIT_DIGITS, progress=False, device="cpu", corruption_rng="device")
+    assert not (tmp_path / "r").exists()
 
 
 def test_ood_cell_has_aupr(val_root, tmp_path):

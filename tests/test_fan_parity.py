@@ -310,6 +310,7 @@ def test_cuda_logits_match_official(case, monkeypatch):
     largest difference from the fixture's logits equals the one measured on the H200 to 1e-14.
     """
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     name, kwargs = model_for(case)
     model = timm.create_model(name, **kwargs).eval()
     model.load_state_dict(checkpoint_of(case).state_dict, strict=True)

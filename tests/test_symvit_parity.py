@@ -144,6 +144,7 @@ def test_ema_weights_are_selectable():
 def test_cuda_logits_match_official(case, checkpoint, monkeypatch):
     """On a GPU: float64 logits within 1e-9 of the official float64, float32 (TF32 off) within 1e-4 of exact."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     model, images, exact = model_images_exact(case, checkpoint)
     with torch.no_grad():
         logits32 = model.cuda()(images.cuda()).cpu()

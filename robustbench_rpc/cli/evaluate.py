@@ -33,8 +33,9 @@ ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Use channel
                                             rich_help_panel=RUN_PANEL)]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model.", rich_help_panel=RUN_PANEL)]
 Decode = Annotated[str, typer.Option("--decode", help="Where JPEGs are decoded: cpu (libjpeg-turbo in the loader "
-                                     "workers, PIL's exact pixels) or gpu (nvjpeg on the CUDA device; workers only "
-                                     "read files; pixels within a few levels of libjpeg's).",
+                                     "workers, PIL's exact pixels) or gpu (nvjpeg on the CUDA device, workers only "
+                                     "read files; equal pixels for grayscale and 4:4:4 JPEGs, 4:2:0 chroma differs: "
+                                     "mean 0.5/255 after resizing; recorded with the model, like --amp).",
                                      rich_help_panel=RUN_PANEL)]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of every random choice (corruptions, attacks).",
                                    rich_help_panel=RUN_PANEL)]
@@ -132,8 +133,9 @@ def evaluate_command(
     jpeg: Annotated[bool, typer.Option("--jpeg", help="Generated ImageNet-C: JPEG quality-85 round trip, like the "
                                        "released files.", rich_help_panel=DATA_PANEL)] = False,
     corruption_rng: Annotated[str, typer.Option("--corruption-rng", help="Generated corruptions: draw on the cpu "
-                              "(the same images on every machine) or on the run's device (several times faster "
-                              "on a GPU, other images; recorded in the cells).")] = "cpu",
+                              "(the same images on every machine) or on the run's GPU with 'device' (several "
+                              "times faster there, other images that depend on the GPU model; recorded in the "
+                              "cells).", rich_help_panel=DATA_PANEL)] = "cpu",
     labels: Labels = None,
     classes: Classes = None,
     limit: Limit = None,

@@ -10,7 +10,7 @@ files, their reasons and the colour-mode conversions are accounted exactly as wi
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -161,7 +161,7 @@ def decode_on_device(samples: Sequence[LoadedSample], transform: Callable[[Tenso
 
 def device_batches(dataset: ImageListDataset, plan: Sequence[tuple[int, range]], device: torch.device,
                    workers: int = 0, prefetch_factor: int | None = None,
-                   decoder: BatchDecoder | None = None) -> Any:
+                   decoder: BatchDecoder | None = None) -> Iterator[tuple[int, Batch]]:
     """Yield ``(number, batch)`` for the canonical batches in ``plan``, files read by workers, decoded on device."""
     from torch.utils.data import DataLoader
 

@@ -24,6 +24,7 @@ The split mode is recorded with the plan (``shard_by``); merging shards of diffe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -114,13 +115,15 @@ def shutdown(ctx: DistContext, finished: bool = True) -> None:
     After a finished run, or an error that every rank raised at the same point (:class:`CollectiveError`), the ranks
     first meet at a barrier, so that no rank tears down its connections while a peer still uses them (gloo's
     threads otherwise abort the process at exit now and then). After any other failure there is no barrier: a
-    peer may be gone, and the error is reported at once.
+    peer may be gone, and the error is reported at once. A barrier that fails (rank 0 failed while writing, after
+    the last collective) is passed over: that rank reports the error, and torchrun stops the others.
     """
     import torch.distributed as dist
 
     if ctx.owns_group and dist.is_initialized():
         if finished:
-            dist.barrier()
+            with contextlib.suppress(Exception):  # a peer that failed after the last collective reports its error
+                dist.barrier()
         dist.destroy_process_group()
 
 

@@ -29,9 +29,9 @@ DATA_ROOT_CANDIDATES = {
     "imagenet-r": ("imagenet-r", "ImageNet-R", "imagenet_r"),
     "imagenet-o": ("imagenet-o", "ImageNet-O", "imagenet_o"),
 }
-#: How ImageNet-C was made from the validation images: resize 256, center crop 224.
 #: Where generated corruptions draw their random numbers (``--corruption-rng``).
 CORRUPTION_RNGS = ("cpu", "device")
+#: How ImageNet-C was made from the validation images: resize 256, center crop 224.
 IMAGENET_C_PREP = {"input_size": (3, 224, 224), "crop_pct": 224 / 256, "interpolation": "bilinear"}
 
 
@@ -139,12 +139,13 @@ def build_evaluation_jobs(
     seed: int = 0,
     jpeg: bool = False,
     batch_size: int | None = None,
-    rng: str = "cpu",
+    rng_label: str | None = None,
 ) -> list[Job]:
     """Return the jobs for an evaluation suite; ``spec_base`` holds model, checkpoint_sha256, model_options.
 
-    Generated corruptions draw from a CPU generator (``rng="cpu"``: the same images on every machine) or from one
-    on the run's device (``rng="device"``: faster on a GPU, other images); the choice is part of the cells.
+    Generated corruptions draw from a CPU generator (``rng_label`` None: the same images on every machine) or, with
+    a label such as ``"cuda:NVIDIA H200"``, from a generator on the run's GPU (faster there, other images); the
+    label is part of the cells.
     """
     from robustbench_rpc.data import build_dataset
 
@@ -177,27 +178,33 @@ def build_evaluation_jobs(
             jobs.append(ClassifyJob(spec(f"folder:{Path(ds.root).name}", "clean", {}), FileSource(ds)))
         elif entry == "imagenet-c":
             jobs.extend(_imagenet_c_jobs(spec, paths, preprocessing, selection, corruptions, severities,
-                                         allow_missing, labels_file, generated_params(seed, batch_size, jpeg, rng),
-                                         rng))
+                                         allow_missing, labels_file, generated_params(seed, batch_size, jpeg,
+                                                                                      rng_label)))
         elif entry == "digits":
             jobs.append(ClassifyJob(spec("digits", "clean", {}), digits_source("test", selection.limit)))
         elif entry == "digits-c":
             cells = _corruption_cells(corruptions, severities)
-            params = generated_params(seed, batch_size, False, rng)
+            params = generated_params(seed, batch_size, False, rng_label)
             jobs.append(GeneratedCorruptionJob(
                 [(spec("digits", "corruption", {"name": c, "severity": s, **params}), c, s) for c, s in cells],
-                digits_source("test", selection.limit), rng=rng,
+                digits_source("test", selection.limit), rng="device" if rng_label else "cpu",
             ))
     return jobs
 
 
-def generated_params(seed: int, batch_size: int | None, jpeg: bool, rng: str) -> dict[str, Any]:
-    """The parameters that make a generated corruption cell: seed, batch size (seeds are per batch), JPEG, RNG."""
+def check_corruption_rng(rng: str) -> str:
+    """Validate a ``--corruption-rng`` value (cpu or device)."""
     if rng not in CORRUPTION_RNGS:
         raise UserError(f"Unknown --corruption-rng {rng!r}; expected cpu (the same images on every machine) or "
-                        "device (draws on the run's device: faster on a GPU, other images).")
+                        "device (draws on the run's GPU: faster there, other images).")
+    return rng
+
+
+def generated_params(seed: int, batch_size: int | None, jpeg: bool, rng_label: str | None) -> dict[str, Any]:
+    """The parameters that make a generated corruption cell: seed, batch size (seeds are per batch), JPEG, and
+    for draws on a GPU the GPU's label (its random streams depend on the GPU model)."""
     return {"source": "generated", "seed": seed, "batch_size": batch_size,
-            **({"jpeg_quality": 85} if jpeg else {}), **({"rng": rng} if rng != "cpu" else {})}
+            **({"jpeg_quality": 85} if jpeg else {}), **({"rng": rng_label} if rng_label else {})}
 
 
 def _corruption_cells(corruptions: str | None, severities: str | None) -> list[tuple[str, int]]:
@@ -218,7 +225,6 @@ def _imagenet_c_jobs(
     allow_missing: bool,
     labels_file: str | None,
     params: dict[str, Any],
-    rng: str = "cpu",
 ) -> list[Job]:
     from robustbench_rpc.data import build_dataset
 
@@ -229,7 +235,8 @@ def _imagenet_c_jobs(
         size = tuple(preprocessing.get("input_size", (3, 224, 224)))[-2:]
         cells = [(spec("imagenet-c", "corruption", {"name": c, "severity": s, **params}), c, s)
                  for c, s in _corruption_cells(corruptions, severities)]
-        return [GeneratedCorruptionJob(cells, FileSource(clean), jpeg_quality=params.get("jpeg_quality"), rng=rng,
+        return [GeneratedCorruptionJob(cells, FileSource(clean), jpeg_quality=params.get("jpeg_quality"),
+                                       rng="device" if "rng" in params else "cpu",
                                        to_model=resize_to(size, str(preprocessing.get("interpolation", "bicubic"))))]
     dataset_c = build_dataset("imagenet-c", where, preprocessing, corruptions=corruptions or "standard",
                               severities=severities or "1-5", subset=selection.subset, limit=selection.limit,
