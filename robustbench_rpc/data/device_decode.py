@@ -10,8 +10,7 @@ files, their reasons and the colour-mode conversions are accounted exactly as wi
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -158,15 +157,3 @@ def decode_on_device(samples: Sequence[LoadedSample], transform: Callable[[Tenso
                    if status[i] != "ok"],
     )
 
-
-def device_batches(dataset: ImageListDataset, plan: Sequence[tuple[int, range]], device: torch.device,
-                   workers: int = 0, prefetch_factor: int | None = None,
-                   decoder: BatchDecoder | None = None) -> Iterator[tuple[int, Batch]]:
-    """Yield ``(number, batch)`` for the canonical batches in ``plan``, files read by workers, decoded on device."""
-    from torch.utils.data import DataLoader
-
-    extra: dict[str, Any] = {"prefetch_factor": prefetch_factor or 2} if workers > 0 else {}
-    loader = DataLoader(FileBytesDataset(dataset), batch_sampler=[list(r) for _, r in plan], num_workers=workers,
-                        collate_fn=keep_samples, **extra)
-    for (number, _), samples in zip(plan, loader, strict=True):
-        yield number, decode_on_device(samples, dataset.transform, device, decoder)

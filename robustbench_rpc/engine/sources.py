@@ -89,19 +89,20 @@ class FileSource:
         plan = canonical_batches(len(self.dataset), batch_size, rank, world_size)
         if not plan:
             return
-        if loading.decode_device is not None:
-            from robustbench_rpc.data.device_decode import device_batches
+        device = loading.decode_device
+        if device is None:  # the workers decode and transform
+            dataset, collate_fn, pin = self.dataset, collate, loading.pin_memory
+        else:  # the workers read the files; this process decodes them on the device
+            from robustbench_rpc.data.device_decode import FileBytesDataset, decode_on_device, keep_samples
 
-            yield from device_batches(self.dataset, plan, loading.decode_device, loading.workers,
-                                      loading.prefetch_factor)
-            return
+            dataset, collate_fn, pin = FileBytesDataset(self.dataset), keep_samples, False
         extra: dict[str, Any] = {}
         if loading.workers > 0:
             extra["prefetch_factor"] = loading.prefetch_factor or 2
-        loader = DataLoader(self.dataset, batch_sampler=[list(r) for _, r in plan], num_workers=loading.workers,
-                            collate_fn=collate, pin_memory=loading.pin_memory, **extra)
+        loader = DataLoader(dataset, batch_sampler=[list(r) for _, r in plan], num_workers=loading.workers,
+                            collate_fn=collate_fn, pin_memory=pin, **extra)
         for (number, _), batch in zip(plan, loader, strict=True):
-            yield number, batch
+            yield number, batch if device is None else decode_on_device(batch, self.dataset.transform, device)
 
 
 @dataclass
