@@ -187,7 +187,7 @@ def build_evaluation_jobs(
             params = generated_params(seed, batch_size, False, rng_label)
             jobs.append(GeneratedCorruptionJob(
                 [(spec("digits", "corruption", {"name": c, "severity": s, **params}), c, s) for c, s in cells],
-                digits_source("test", selection.limit), rng="device" if rng_label else "cpu",
+                digits_source("test", selection.limit),
             ))
     return jobs
 
@@ -235,8 +235,7 @@ def _imagenet_c_jobs(
         size = tuple(preprocessing.get("input_size", (3, 224, 224)))[-2:]
         cells = [(spec("imagenet-c", "corruption", {"name": c, "severity": s, **params}), c, s)
                  for c, s in _corruption_cells(corruptions, severities)]
-        return [GeneratedCorruptionJob(cells, FileSource(clean), jpeg_quality=params.get("jpeg_quality"),
-                                       rng="device" if "rng" in params else "cpu",
+        return [GeneratedCorruptionJob(cells, FileSource(clean),
                                        to_model=resize_to(size, str(preprocessing.get("interpolation", "bicubic"))))]
     dataset_c = build_dataset("imagenet-c", where, preprocessing, corruptions=corruptions or "standard",
                               severities=severities or "1-5", subset=selection.subset, limit=selection.limit,

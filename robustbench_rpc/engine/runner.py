@@ -93,14 +93,22 @@ class GeneratedCorruptionJob:
 
     cells: list[tuple[CellSpec, str, int]]
     source: BatchSource
-    jpeg_quality: int | None = None
     to_model: Callable[[Tensor], Tensor] | None = None
-    rng: str = "cpu"
 
     @property
     def specs(self) -> list[CellSpec]:
         """The cells this job produces."""
         return [spec for spec, _, _ in self.cells]
+
+    @property
+    def jpeg_quality(self) -> int | None:
+        """The quality of the JPEG round trip after corrupting (None: none), as the cells' parameters say."""
+        return self.cells[0][0].params.get("jpeg_quality")
+
+    @property
+    def draws_on_device(self) -> bool:
+        """True when the cells' parameters name a GPU to draw on (``rng``), False for CPU draws."""
+        return "rng" in self.cells[0][0].params
 
 
 @dataclass
@@ -208,8 +216,6 @@ class Engine:
         payload = {"seconds": round(time.perf_counter() - started, 3), "batch_size": self.options.batch_size,
                    "precision": self.options.precision, "dataset_fingerprint": source.fingerprint(),
                    "load_report": report.as_dict()}
-        if self.options.decode != "cpu":
-            payload["decode"] = self.options.decode
         if self.options.dist.enabled:
             payload["world_size"] = self.options.dist.world_size
         payload.update(extra or {})
@@ -275,7 +281,7 @@ class Engine:
         total = len(job.source) * len(cells)
         seed = self.options.seed
         device = self.options.device
-        draws_on = device if job.rng == "device" else torch.device("cpu")
+        draws_on = device if job.draws_on_device else torch.device("cpu")
         for number, batch in self._batches(job.source):
             rows: dict[str, list[dict[str, Any]]] = {spec.key(): [] for spec, _, _ in cells}
             if len(batch):
