@@ -63,7 +63,29 @@ def main(argv: list[str] | None = None) -> None:
 
     Usage errors (missing or unknown options, bad values) are reported by Typer itself in standalone mode, with a
     usage line and exit status 2; :class:`UserError` from the library passes through it and is shown here.
+
+    A process that joined a torch.distributed group (torchrun) ends with ``os._exit`` after flushing its output:
+    gloo's threads can otherwise abort the process while C++ objects are torn down at interpreter exit
+    ("terminate called without an active exception"), turning a finished run or a clear error into a crash.
     """
+    try:
+        _main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    status = code if isinstance(code, int) else (0 if code is None else 1)
+    distributed = sys.modules.get("robustbench_rpc.engine.distributed")  # never imported: no group was made
+    if distributed is not None and distributed.created_group():
+        if isinstance(code, str):
+            print(code, file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(code)
+
+
+def _main(argv: list[str] | None) -> None:
     command = typer.main.get_command(app)
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("ROBUSTBENCH_RPC_DEBUG"))
     try:

@@ -45,6 +45,15 @@ _SHARD = re.compile(r"^\s*(-?\d+)\s*/\s*(-?\d+)\s*$")
 SHARD_MODES = ("cells", "samples")
 
 
+#: Set once this process has created a process group (the CLI then ends the process without C++ teardown).
+_CREATED_GROUP = False
+
+
+def created_group() -> bool:
+    """True when this process created a torch.distributed process group (left or not)."""
+    return _CREATED_GROUP
+
+
 class CollectiveError(UserError):
     """A UserError that every rank raises at the same point of the run (so the ranks can still meet at a barrier)."""
 
@@ -106,6 +115,8 @@ def init_distributed(device_name: str | None, timeout_s: float = 1800.0) -> tupl
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
         owns = True
+        global _CREATED_GROUP
+        _CREATED_GROUP = True
     return DistContext(dist.get_world_size(), dist.get_rank(), local, backend, owns), device_name
 
 
