@@ -60,6 +60,14 @@ def model_for(case: dict) -> tuple[str, dict]:
     return "rpc_fan_tiny_12_p16_224", kwargs
 
 
+def loaded_model(case: dict) -> torch.nn.Module:
+    """The case's model (eval mode, float32) with the case's checkpoint loaded strictly."""
+    name, kwargs = model_for(case)
+    model = timm.create_model(name, **kwargs).eval()
+    model.load_state_dict(checkpoint_of(case).state_dict, strict=True)
+    return model
+
+
 def float32_tolerance(case: dict, key: str) -> float:
     """1e-4 for the logits; for hooked intermediates 1e-4 plus twice the official float32 run's own error.
 
@@ -136,9 +144,7 @@ def test_logits_and_intermediates_match_official(case, dtype):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_float32_logits_are_within_1e4_of_exact(case):
-    name, kwargs = model_for(case)
-    model = timm.create_model(name, **kwargs).eval()
-    model.load_state_dict(checkpoint_of(case).state_dict, strict=True)
+    model = loaded_model(case)
     images = torch.load(FIXTURES / case["inputs"], weights_only=True)["images"]
     exact = torch.load(FIXTURES / case["outputs"]["float64"], weights_only=True)["logits"]
     with torch.no_grad():
@@ -291,11 +297,8 @@ def _contiguous_layernorm_logits(case: dict, images: torch.Tensor, monkeypatch) 
     original = LayerNorm2d.forward
     with monkeypatch.context() as patch:
         patch.setattr(LayerNorm2d, "forward", lambda self, x: original(self, x.contiguous()))
-        name, kwargs = model_for(case)
-        model = timm.create_model(name, **kwargs).eval()
-        model.load_state_dict(checkpoint_of(case).state_dict, strict=True)
         with torch.no_grad():
-            return model.double()(images.double())
+            return loaded_model(case).double()(images.double())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -311,9 +314,7 @@ def test_cuda_logits_match_official(case, monkeypatch):
     """
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    name, kwargs = model_for(case)
-    model = timm.create_model(name, **kwargs).eval()
-    model.load_state_dict(checkpoint_of(case).state_dict, strict=True)
+    model = loaded_model(case)
     images = torch.load(FIXTURES / case["inputs"], weights_only=True)["images"]
     exact = torch.load(FIXTURES / case["outputs"]["float64"], weights_only=True)["logits"]
     if case["family"] == "fan_hybrid":
