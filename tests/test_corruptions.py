@@ -18,6 +18,7 @@ from robustbench_rpc.corruptions import (
     corrupt,
     jpeg_roundtrip,
 )
+from robustbench_rpc.corruptions.api import EIGHT_BIT_PATHS
 from robustbench_rpc.corruptions.blur import glass_source_indices
 from robustbench_rpc.corruptions.digital import (
     _jpeg_roundtrip_pillow,
@@ -147,12 +148,38 @@ def test_8bit_poisson_sampler_has_the_poisson_law() -> None:
     g = torch.Generator().manual_seed(0)
     n = 200_000
     for level, photons in [(200, 12.0), (255, 60.0), (3, 3.0), (0, 25.0)]:
-        counts = poisson_8bit(torch.full((n,), float(level)), photons, g).long()
+        counts = poisson_8bit(torch.full((n,), level, dtype=torch.int32), photons, g).long()
         lam = level / 255 * photons
         freq = torch.bincount(counts, minlength=200).double() / n
         for k in range(int(lam + 6 * math.sqrt(lam) + 6)):
             p = math.exp(k * math.log(lam) - lam - math.lgamma(k + 1)) if lam > 0 else float(k == 0)
             assert abs(float(freq[k]) - p) <= 5 * math.sqrt(p * (1 - p) / n) + 3 / n, (level, photons, k)
+
+
+def test_8bit_poisson_guide_table_gives_the_exact_inverse_cdf_count() -> None:
+    from robustbench_rpc.corruptions.noise import poisson_8bit, poisson_tables
+
+    levels = torch.arange(256, dtype=torch.int32).repeat(400)
+    for photons in (60.0, 12.0, 3.0):
+        counts = poisson_8bit(levels, photons, torch.Generator().manual_seed(2))
+        u = torch.rand(levels.shape, generator=torch.Generator().manual_seed(2))  # the same draws
+        cdf, guide, _ = poisson_tables(photons, torch.device("cpu"))
+        want = (cdf[levels.long()] <= u[:, None]).sum(1)  # the count of each draw, searched in its whole row
+        assert torch.equal(counts.long(), want), photons
+        assert 0.5 < float((guide >= 0).float().mean()) < 1  # most buckets resolve without a search
+
+
+@pytest.mark.parametrize("name", sorted(EIGHT_BIT_PATHS))
+def test_eight_bit_paths_give_the_bytes_of_the_float_path(name: str) -> None:
+    x8 = (smooth_images(2, 40) * 255).round().to(torch.uint8)
+    x8 = torch.cat([x8, torch.randint(0, 256, (2, 3, 40, 40), generator=torch.Generator().manual_seed(4),
+                                      dtype=torch.uint8)])
+    for sev in range(1, 6):
+        got = corrupt(x8, name, sev, torch.Generator().manual_seed(sev))
+        y = corrupt(x8.float() / 255, name, sev, torch.Generator().manual_seed(sev)) * 255
+        want = (y.round() if name == "jpeg_compression" else y + 1e-3).to(torch.int32).to(torch.uint8)
+        assert torch.equal(got, want), (name, sev)
+        assert not torch.equal(got, x8)
 
 
 def test_contrast_and_brightness_against_closed_forms() -> None:
@@ -221,8 +248,9 @@ def test_random_bits_are_uniform_and_independent_within_a_word(bits: int) -> Non
 
     n = 200_000
     v = random_bits(bits, n, torch.Generator().manual_seed(bits), torch.device("cpu"))
-    assert v.dtype == torch.int64 and v.shape == (n,) and int(v.min()) == 0 and int(v.max()) == 2**bits - 1
+    assert v.dtype == torch.int32 and v.shape == (n,) and int(v.min()) == 0 and int(v.max()) == 2**bits - 1
     k = 2**bits
+    v = v.long()
     counts = torch.bincount(v, minlength=k).double()
     chi2 = float(((counts - n / k) ** 2 / (n / k)).sum())
     assert chi2 < k + 6 * (2 * k) ** 0.5  # about 6 standard deviations of a chi-square with k - 1 dof

@@ -38,6 +38,14 @@ CORRUPTIONS: dict[str, CorruptionFn] = {
     "saturate": digital.saturate,
 }
 
+# Corruptions with a path of their own for uint8 batches: the same draws and the same bytes as the float path
+# followed by the conversion back to 8 bits below (tests check it), in fewer passes over memory.
+EIGHT_BIT_PATHS: dict[str, CorruptionFn] = {
+    "shot_noise": noise.shot_noise_8bit,
+    "impulse_noise": noise.impulse_noise_8bit,
+    "jpeg_compression": digital.jpeg_compression_8bit,
+}
+
 # Corruptions whose reference returns an 8-bit image rounded by Pillow; the others truncate (numpy.uint8).
 _ROUNDED_OUTPUT = frozenset({"pixelate", "jpeg_compression"})
 MIN_SIDE = 32
@@ -129,12 +137,16 @@ def _corrupt_chunk(
 ) -> None:
     """Corrupt one chunk into ``out`` (same dtype as ``images``), with as few passes over memory as possible."""
     fn = CORRUPTIONS[name]
+    if images.dtype == torch.uint8 and name in EIGHT_BIT_PATHS:
+        out.copy_(EIGHT_BIT_PATHS[name](images, params, generator))
+        return
     if images.dtype != torch.uint8:
         out.copy_(fn(images.float(), params, generator).clamp(0, 1))  # out of place: never the caller's images
         return
     y = fn(torch.div(images, 255.0), params, generator)  # one pass; may return its fresh input, changed in place
     y = y.clamp_(0, 1).mul_(255.0)
     # The reference rounds where Pillow makes the 8-bit image, else truncates (numpy.uint8). Converting
-    # non-negative floats to uint8 truncates, so the copy does the flooring.
+    # non-negative floats to integers truncates, so the conversion does the flooring; going through int32 is
+    # several times faster than torch's direct float-to-uint8 conversion on CPU.
     y = y.round_() if name in _ROUNDED_OUTPUT else y.add_(1e-3)
-    out.copy_(y)
+    out.copy_(y.to(torch.int32))

@@ -163,7 +163,13 @@ def jpeg_compression(x: torch.Tensor, p: dict[str, Any], generator: torch.Genera
     return jpeg_roundtrip(x.clamp(0, 1), int(p["quality"]))
 
 
+def jpeg_compression_8bit(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | None) -> torch.Tensor:
+    """:func:`jpeg_compression` of a uint8 batch, as uint8 (the codec's own bytes, no float round trip)."""
+    return jpeg_roundtrip(x, int(p["quality"]))
+
+
 __all__ = [
+    "jpeg_compression_8bit",
     "brightness",
     "contrast",
     "elastic_transform",
