@@ -11,6 +11,7 @@ import torch
 from robustbench_rpc.corruptions._common import (
     clipped_zoom,
     filter2d,
+    flat_nonzero,
     gaussian_filter,
     line_motion_blur,
     randint,
@@ -52,7 +53,8 @@ def glass_source_indices(
     device: torch.device,
     passes: int = 1,
 ) -> torch.Tensor:
-    """Flat source index [passes, B, H*W] of every pixel after each pass of ImageNet-C's local pixel "swaps".
+    """Flat source index [passes, B, H*W] (int32) of every pixel after each pass of ImageNet-C's local pixel
+    "swaps".
 
     The reference visits the pixels (h, w) of the interior (max_delta < h <= H - max_delta, same for w) from
     the bottom-right to the top-left, draws an offset (dy, dx) uniform in [-max_delta, max_delta)^2 and
@@ -66,20 +68,32 @@ def glass_source_indices(
     reference's sequential loop (same offset law, same visiting order semantics); only the random stream
     differs. Each pass's map is relative to its own input (compose them to chain passes).
     """
-    draws = [_glass_pointers(batch, h, w, max_delta, generator, device) for _ in range(passes)]
-    # One flat index space over every pass and image, so that one loop follows all the chains.
-    offsets = torch.arange(passes * batch, device=device).view(passes * batch, 1) * (h * w)
-    ptr = (torch.cat([target for target, _ in draws]) + offsets).view(-1)
-    link = torch.cat([linked for _, linked in draws])
-    # Every hop writes the current answer of the pixels still followed; the last write is the source.
-    src = ptr.clone()
-    idx = link.nonzero().squeeze(1)
+    hw = h * w
+    targets, links = _glass_tables(h, w, max_delta, str(device))
+    per_pixel = torch.arange(0, hw * 4 * max_delta**2, 4 * max_delta**2, device=device, dtype=torch.int32)
+    # One flat index space over every pass and image, so that one loop follows all the chains. The passes
+    # write into one buffer of each kind: on CPU, every large fresh buffer costs page faults.
+    ptr = torch.empty(passes * batch * hw, dtype=torch.int32, device=device)
+    link = torch.empty(passes * batch * hw, dtype=torch.bool, device=device)
+    for k in range(passes):
+        key = glass_offset_draws(batch, h, w, max_delta, generator, device).add_(per_pixel).view(-1)
+        torch.index_select(targets, 0, key, out=ptr.narrow(0, k * batch * hw, batch * hw))
+        torch.index_select(links, 0, key, out=link.narrow(0, k * batch * hw, batch * hw))
+    image_start = torch.arange(0, passes * batch * hw, hw, device=device, dtype=torch.int32).view(-1, 1)
+    ptr.view(passes * batch, hw).add_(image_start)
+    # Each hop finds the current answer of the pixels still followed; a pixel's last answer is its source.
+    # The answers are written into ``ptr`` after the loop, which reads it.
+    answers = []
+    idx = flat_nonzero(link)
     node = ptr.index_select(0, idx)  # index_select / index_copy_: several times faster than x[idx] on CPU
     while idx.numel():
-        src.index_copy_(0, idx, ptr.index_select(0, node))
-        keep = link.index_select(0, node).nonzero().squeeze(1)
-        idx, node = idx.index_select(0, keep), ptr.index_select(0, node.index_select(0, keep))
-    return (src.view(passes * batch, h * w) - offsets).view(passes, batch, h * w)
+        after = ptr.index_select(0, node)
+        answers.append((idx, after))
+        keep = flat_nonzero(link.index_select(0, node))
+        idx, node = idx.index_select(0, keep), after.index_select(0, keep)
+    for idx, after in answers:  # in hop order: later answers overwrite earlier ones
+        ptr.index_copy_(0, idx, after)
+    return ptr.view(passes * batch, hw).sub_(image_start).view(passes, batch, hw)
 
 
 @lru_cache(maxsize=16)
@@ -101,6 +115,7 @@ def _glass_tables(h: int, w: int, d: int, device: str) -> tuple[torch.Tensor, to
     target = torch.where(inside, ty.clamp(0, h - 1) * w + tx.clamp(0, w - 1), ys * w + xs)
     link = inside & interior(ty, tx) & ((dy > 0) | ((dy == 0) & (dx > 0)))
     offsets = 4 * d * d
+    target = target.to(torch.int32)  # int32 indices: half the memory traffic of int64
     return (target.reshape(offsets, h * w).t().reshape(-1).to(device),
             link.reshape(offsets, h * w).t().reshape(-1).to(device))
 
@@ -108,25 +123,13 @@ def _glass_tables(h: int, w: int, d: int, device: str) -> tuple[torch.Tensor, to
 def glass_offset_draws(
     batch: int, h: int, w: int, d: int, generator: torch.Generator | None, device: torch.device
 ) -> torch.Tensor:
-    """One pass's offset draw per pixel [B, H*W]: r uniform in [0, 4 d^2) gives dy = r // 2d - d and
+    """One pass's offset draw per pixel [B, H*W] (int32): r uniform in [0, 4 d^2) gives dy = r // 2d - d and
     dx = r % 2d - d, both uniform in [-d, d). When 4 d^2 is a power of two (d = 1, 2, 4: every severity but 4),
     several pixels' draws are cut from one random word."""
     offsets = 4 * d * d
     if offsets & (offsets - 1) == 0:
         return random_bits(offsets.bit_length() - 1, batch * h * w, generator, device).view(batch, h * w)
-    return randint(0, offsets, (batch, h * w), generator, device)
-
-
-def _glass_pointers(
-    batch: int, h: int, w: int, d: int, generator: torch.Generator | None, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pass: the target of every pixel (flat index within its image) [B, H*W], and whether that target
-    was visited first [B*H*W]."""
-    targets, links = _glass_tables(h, w, d, str(device))
-    offsets = 4 * d * d
-    r = glass_offset_draws(batch, h, w, d, generator, device)
-    key = r.add_(torch.arange(0, h * w * offsets, offsets, device=device)).view(-1)
-    return targets.index_select(0, key).view(batch, h * w), links.index_select(0, key)
+    return randint(0, offsets, (batch, h * w), generator, device, torch.int32)
 
 
 def glass_blur(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | None) -> torch.Tensor:
@@ -136,11 +139,12 @@ def glass_blur(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | 
     y = torch.floor(gaussian_filter(x, sigma) * 255.0).clamp(0, 255) / 255.0
     # Compose the passes' index maps (pass k reads the result of pass k - 1); the pixels then move once.
     maps = glass_source_indices(b, h, w, int(p["max_delta"]), generator, x.device, int(p["iterations"]))
-    src = maps[0]
+    maps += torch.arange(0, b * h * w, h * w, device=x.device, dtype=torch.int32).view(b, 1)  # index over the batch
+    src = maps[0].view(-1)
     for step in maps[1:]:
-        src = src.gather(1, step)
-    flat = y.reshape(b, c, h * w).gather(2, src[:, None, :].expand(b, c, h * w))
-    return gaussian_filter(flat.reshape(b, c, h, w), sigma)
+        src = src.index_select(0, step.view(-1))
+    moved = y.transpose(0, 1).reshape(c, b * h * w).index_select(1, src)
+    return gaussian_filter(moved.view(c, b, h, w).transpose(0, 1), sigma)
 
 
 def motion_blur(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | None) -> torch.Tensor:
