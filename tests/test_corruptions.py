@@ -410,6 +410,18 @@ def test_spatter_distance_map_is_exact_euclidean_within_the_cap() -> None:
 
 
 
+@pytest.mark.parametrize("pad_h,pad_w", [(0, 3), (2, 0), (5, 7), (7, 7), (9, 2)])
+def test_padding_modes_equal_numpy_pad(pad_h: int, pad_w: int) -> None:
+    from robustbench_rpc.corruptions._common import pad2d
+
+    x = torch.rand((2, 3, 7, 8), dtype=torch.float64, generator=torch.Generator().manual_seed(pad_h))
+    for ours, numpy_mode in [("symmetric", "symmetric"), ("reflect101", "reflect"), ("replicate", "edge")]:
+        if numpy_mode == "reflect" and (pad_h >= 7 or pad_w >= 8):
+            continue  # numpy reflects more than once there; OpenCV's reflect-101 is only used for small pads
+        want = np.pad(x.numpy(), ((0, 0), (0, 0), (pad_h, pad_h), (pad_w, pad_w)), mode=numpy_mode)
+        assert np.array_equal(pad2d(x, pad_h, pad_w, ours).numpy(), want), ours
+
+
 def test_filter2d_equals_a_direct_correlation() -> None:
     from robustbench_rpc.corruptions._common import filter2d, pad2d
     from robustbench_rpc.corruptions.blur import disk_kernel

@@ -21,7 +21,8 @@ def brightness(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | 
     v = x.amax(1, keepdim=True)
     v_new = (v + p["delta"]).clamp_(0, 1)
     scaled = x * (v_new / v.clamp_min(1e-12))
-    return torch.where(v > 0, scaled, v_new)
+    # Black pixels (v = 0, so scaled = 0) become grey at v_new; adding a masked term is cheaper than where().
+    return scaled.add_((v <= 0) * v_new)
 
 
 def saturate(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | None) -> torch.Tensor:

@@ -110,17 +110,18 @@ def impulse_noise(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator
     # One draw per value: u < amount/2 gives salt, amount/2 <= u < amount pepper (the reference's two
     # independent draws, "flipped" with probability amount and then salt with odds 1/2, have this law).
     u = rand(tuple(x.shape), generator, x.device)
-    half = float(p["amount"]) / 2.0
-    out = x.masked_fill(u < half, 1.0)
-    return out.masked_fill_((u >= half) & (u < 2.0 * half), 0.0)
+    amount = float(p["amount"])
+    return x.masked_fill(u < amount, 0.0).masked_fill_(u < amount / 2.0, 1.0)
 
 
 def impulse_noise_8bit(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | None) -> torch.Tensor:
-    """:func:`impulse_noise` of a uint8 batch, as uint8: the same draws and the same bytes as the float path."""
+    """:func:`impulse_noise` of a uint8 batch, as uint8: the same draws and the same bytes as the float path.
+
+    Multiplying by a mask and adding one is several times faster than ``masked_fill`` on uint8 CPU tensors.
+    """
     u = rand(tuple(x.shape), generator, x.device)
-    half = float(p["amount"]) / 2.0
-    out = x.masked_fill(u < half, 255)
-    return out.masked_fill_((u >= half) & (u < 2.0 * half), 0)
+    amount = float(p["amount"])
+    return (x * (u >= amount)).add_(u < amount / 2.0, alpha=255)
 
 
 def speckle_noise(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | None) -> torch.Tensor:
