@@ -312,6 +312,21 @@ def test_pixelate_matches_pillow_resampling() -> None:
         assert np.array_equal(nearest_indices(n_out, n_in, torch.device("cpu")).numpy(), up.astype(int))
 
 
+def test_nearest_upsample_equals_pillow_on_both_routes() -> None:
+    from robustbench_rpc.corruptions.digital import nearest_exact_is_pillow, nearest_upsample
+
+    # (89, 224) and (67, 224) take torch's nearest-exact kernel; (28, 71) and (58, 97) are pairs where its
+    # float32 scale picks other pixels than Pillow, so they take the index route
+    pairs = [(89, 224), (67, 224), (28, 71), (58, 97)]
+    assert [nearest_exact_is_pillow(a, b) for a, b in pairs] == [True, True, False, False]
+    for (h0, h), (w0, w) in itertools.product(pairs, pairs[1:3]):
+        small = torch.rand((1, 2, h0, w0), generator=torch.Generator().manual_seed(h0 + w0))
+        got = nearest_upsample(small, h, w)
+        for c in range(2):
+            want = np.asarray(Image.fromarray(small[0, c].numpy(), mode="F").resize((w, h), Image.NEAREST))
+            assert np.array_equal(got[0, c].numpy(), want), ((h0, h), (w0, w))
+
+
 @pytest.mark.parametrize("n_in, n_out", [(224, 112), (224, 134), (224, 89), (224, 67), (224, 56), (37, 22)])
 def test_box_downsample_equals_pillows_box_weights(n_in: int, n_out: int) -> None:
     from robustbench_rpc.corruptions.digital import box_downsample
