@@ -200,9 +200,9 @@ def imagenet_c_rows(model, tmp: Path, args, run: dict) -> list[tuple[str, str, f
         variants += [(" --decode gpu", {"decode": "gpu"}),
                      (" --decode gpu --corruption-rng device", {"decode": "gpu", "corruption_rng": "device"})]
     rows = []
-    for label, extra in variants:
-        found = best(lambda extra=extra: ours(model, tmp / "r-gen", args.batch_size, args.workers, paths=generated,
-                                              **c_kw, **extra), args.repeats)
+    for i, (label, extra) in enumerate(variants):  # one results directory each: their model identities differ
+        found = best(lambda i=i, extra=extra: ours(model, tmp / f"r-gen-{i}", args.batch_size, args.workers,
+                                                   paths=generated, **c_kw, **extra), args.repeats)
         ips = found[1] / found[0]
         rows.append((f"ImageNet-C ({cells} cells): on the fly{label} vs released tree",
                      f"{ips:.2f} vs {rel_ips:.2f} img/s", ips / rel_ips, 1.0))

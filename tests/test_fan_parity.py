@@ -290,15 +290,49 @@ def test_hybrid_layernorm_keeps_the_official_memory_layout_quirk():
         assert torch.allclose(norm(x.contiguous(memory_format=torch.channels_last)), unbiased, atol=1e-12)
 
 
-def _contiguous_layernorm_logits(case: dict, images: torch.Tensor, monkeypatch) -> torch.Tensor:
-    """CPU float64 logits with every hybrid LayerNorm2d input made contiguous: the official code's GPU path."""
+def _layernorm_layouts(run, monkeypatch) -> tuple[torch.Tensor, list[bool]]:
+    """``run()``'s result, and whether each hybrid LayerNorm2d input it made was contiguous, in call order."""
     from robustbench_rpc.models.fan_hybrid import LayerNorm2d
 
-    original = LayerNorm2d.forward
-    with monkeypatch.context() as patch:
-        patch.setattr(LayerNorm2d, "forward", lambda self, x: original(self, x.contiguous()))
-        with torch.no_grad():
-            return loaded_model(case).double()(images.double())
+    original, seen = LayerNorm2d.forward, []
+
+    def recording(self, x):
+        seen.append(x.is_contiguous())
+        return original(self, x)
+
+    with monkeypatch.context() as patch, torch.no_grad():
+        patch.setattr(LayerNorm2d, "forward", recording)
+        return run(), seen
+
+
+def _logits_with_layernorm_layouts(case: dict, images: torch.Tensor, layouts: list[bool], monkeypatch):
+    """CPU float64 logits with the k-th hybrid LayerNorm2d input made contiguous or channels-last as
+    ``layouts[k]`` says: the official code's numbers for the memory layouts another device produced."""
+    from robustbench_rpc.models.fan_hybrid import LayerNorm2d
+
+    original, calls = LayerNorm2d.forward, iter(layouts)
+
+    def replaying(self, x):
+        layout = torch.contiguous_format if next(calls) else torch.channels_last
+        return original(self, x.contiguous(memory_format=layout))
+
+    with monkeypatch.context() as patch, torch.no_grad():
+        patch.setattr(LayerNorm2d, "forward", replaying)
+        return loaded_model(case).double()(images.double())
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["family"] == "fan_hybrid"], ids=lambda c: c["case"])
+def test_layernorm_layout_replay_reproduces_the_fixture_and_the_gpu_layout(case, monkeypatch):
+    """The replay the CUDA test uses: the CPU's own layouts give the fixture; all-contiguous inputs (what a GPU
+    float64 run gives) move the logits by the 0.0549 measured on an H200."""
+    images = torch.load(FIXTURES / case["inputs"], weights_only=True)["images"]
+    exact = torch.load(FIXTURES / case["outputs"]["float64"], weights_only=True)["logits"]
+    model = loaded_model(case).double()
+    logits, layouts = _layernorm_layouts(lambda: model(images.double()), monkeypatch)
+    assert layouts and not all(layouts)  # CPU depthwise convs return channels-last memory
+    assert (_logits_with_layernorm_layouts(case, images, layouts, monkeypatch) - exact).abs().max() <= 1e-9
+    moved = _logits_with_layernorm_layouts(case, images, [True] * len(layouts), monkeypatch)
+    assert abs((moved - exact).abs().max().item() - 0.0549054021588) < 1e-9
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -307,20 +341,21 @@ def test_cuda_logits_match_official(case, monkeypatch):
     """On a GPU: float64 logits within 1e-9 of the official float64, float32 (TF32 off) within 1e-4 of exact.
 
     FAN-Hybrid: the official stem's LayerNorm2d takes the biased variance for contiguous input and the unbiased
-    one otherwise (see the test above). A CPU depthwise conv returns channels-last memory, a CUDA one contiguous
-    memory, so the official code, and this model, compute other numbers on a GPU than the CPU fixtures hold
-    (0.05 in the logits, measured on an H200). There the reference is the CPU run with contiguous inputs: its
-    largest difference from the fixture's logits equals the one measured on the H200 to 1e-14.
+    one otherwise (see the test above). Which layout a depthwise conv returns depends on the device and the dtype
+    (on the CPU, channels-last; on an H200, contiguous in float64 and channels-last in float32), so the official
+    code, and this model, compute other numbers there (0.055 in the logits). The reference is then the CPU
+    float64 run with each LayerNorm2d input in the layout the GPU run gave it.
     """
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     model = loaded_model(case)
     images = torch.load(FIXTURES / case["inputs"], weights_only=True)["images"]
-    exact = torch.load(FIXTURES / case["outputs"]["float64"], weights_only=True)["logits"]
+    exact32 = exact64 = torch.load(FIXTURES / case["outputs"]["float64"], weights_only=True)["logits"]
+    logits32, layouts32 = _layernorm_layouts(lambda: model.cuda()(images.cuda()).cpu(), monkeypatch)
+    logits64, layouts64 = _layernorm_layouts(lambda: model.double()(images.double().cuda()).cpu(), monkeypatch)
     if case["family"] == "fan_hybrid":
-        exact = _contiguous_layernorm_logits(case, images, monkeypatch)
-    with torch.no_grad():
-        logits32 = model.cuda()(images.cuda()).cpu()
-        logits64 = model.double()(images.double().cuda()).cpu()
-    assert (logits64 - exact).abs().max().item() <= TOLERANCE["float64"]
-    assert (logits32.double() - exact).abs().max().item() <= 1e-4
+        assert layouts32 and layouts64
+        exact32 = _logits_with_layernorm_layouts(case, images, layouts32, monkeypatch)
+        exact64 = _logits_with_layernorm_layouts(case, images, layouts64, monkeypatch)
+    assert (logits64 - exact64).abs().max().item() <= TOLERANCE["float64"]
+    assert (logits32.double() - exact32).abs().max().item() <= 1e-4
