@@ -61,7 +61,7 @@ def flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
     """Indices (int64) of the true entries of a 1-D bool tensor; on CPU through numpy's ``flatnonzero``, which
     is several times faster than torch's ``nonzero`` there."""
     if mask.device.type == "cpu":
-        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+        return torch.from_numpy(np.flatnonzero(mask.numpy()).astype(np.int64, copy=False))
     return mask.nonzero().squeeze(1)
 
 

@@ -20,6 +20,9 @@ from robustbench_rpc.corruptions._common import (
     uniform_list,
 )
 
+#: Glass blur's index buffers are int32 while every flat index and table key stays below this, else int64.
+INT32_INDEX_LIMIT = 2**31
+
 
 def disk_kernel(radius: int, alias_blur: float) -> torch.Tensor:
     """Anti-aliased disk of ``radius`` (on a grid of at least 17 x 17), as ImageNet-C's defocus kernel."""
@@ -53,8 +56,8 @@ def glass_source_indices(
     device: torch.device,
     passes: int = 1,
 ) -> torch.Tensor:
-    """Flat source index [passes, B, H*W] (int32) of every pixel after each pass of ImageNet-C's local pixel
-    "swaps".
+    """Flat source index [passes, B, H*W] (int32; int64 for huge batches) of every pixel after each pass of
+    ImageNet-C's local pixel "swaps".
 
     The reference visits the pixels (h, w) of the interior (max_delta < h <= H - max_delta, same for w) from
     the bottom-right to the top-left, draws an offset (dy, dx) uniform in [-max_delta, max_delta)^2 and
@@ -69,17 +72,21 @@ def glass_source_indices(
     differs. Each pass's map is relative to its own input (compose them to chain passes).
     """
     hw = h * w
+    offsets = 4 * max_delta**2
+    # int32 indices (half the memory traffic of int64) unless a table key or a flat index could overflow them
+    index = torch.int32 if max(passes * batch, offsets) * hw < INT32_INDEX_LIMIT else torch.int64
     targets, links = _glass_tables(h, w, max_delta, str(device))
-    per_pixel = torch.arange(0, hw * 4 * max_delta**2, 4 * max_delta**2, device=device, dtype=torch.int32)
+    targets = targets.to(index)
+    per_pixel = torch.arange(0, hw * offsets, offsets, device=device, dtype=index)
     # One flat index space over every pass and image, so that one loop follows all the chains. The passes
     # write into one buffer of each kind: on CPU, every large fresh buffer costs page faults.
-    ptr = torch.empty(passes * batch * hw, dtype=torch.int32, device=device)
+    ptr = torch.empty(passes * batch * hw, dtype=index, device=device)
     link = torch.empty(passes * batch * hw, dtype=torch.bool, device=device)
     for k in range(passes):
-        key = glass_offset_draws(batch, h, w, max_delta, generator, device).add_(per_pixel).view(-1)
+        key = glass_offset_draws(batch, h, w, max_delta, generator, device).to(index).add_(per_pixel).view(-1)
         torch.index_select(targets, 0, key, out=ptr.narrow(0, k * batch * hw, batch * hw))
         torch.index_select(links, 0, key, out=link.narrow(0, k * batch * hw, batch * hw))
-    image_start = torch.arange(0, passes * batch * hw, hw, device=device, dtype=torch.int32).view(-1, 1)
+    image_start = torch.arange(0, passes * batch * hw, hw, device=device, dtype=index).view(-1, 1)
     ptr.view(passes * batch, hw).add_(image_start)
     # Each hop finds the current answer of the pixels still followed; a pixel's last answer is its source.
     # The answers are written into ``ptr`` after the loop, which reads it.
@@ -139,7 +146,7 @@ def glass_blur(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | 
     y = torch.floor(gaussian_filter(x, sigma) * 255.0).clamp(0, 255) / 255.0
     # Compose the passes' index maps (pass k reads the result of pass k - 1); the pixels then move once.
     maps = glass_source_indices(b, h, w, int(p["max_delta"]), generator, x.device, int(p["iterations"]))
-    maps += torch.arange(0, b * h * w, h * w, device=x.device, dtype=torch.int32).view(b, 1)  # index over the batch
+    maps += torch.arange(0, b * h * w, h * w, device=x.device, dtype=maps.dtype).view(b, 1)  # index over the batch
     src = maps[0].view(-1)
     for step in maps[1:]:
         src = src.index_select(0, step.view(-1))

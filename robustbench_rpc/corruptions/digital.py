@@ -113,18 +113,19 @@ def nearest_indices(n_in: int, n_out: int, device: torch.device) -> torch.Tensor
 
 @lru_cache(maxsize=256)
 def nearest_exact_is_pillow(n_in: int, n_out: int) -> bool:
-    """Whether torch's CPU ``nearest-exact`` resize picks Pillow's NEAREST source pixels for this size pair (its
-    float32 scale factor makes it differ by one pixel for some pairs)."""
+    """Whether torch's CPU ``nearest-exact`` resize of float32 images picks Pillow's NEAREST source pixels for this
+    size pair (its float32 scale factor makes it differ by one pixel for some pairs)."""
     row = torch.arange(n_in, dtype=torch.float32).view(1, 1, 1, n_in)
     picked = F.interpolate(row, size=(1, n_out), mode="nearest-exact").view(-1).long()
     return torch.equal(picked, nearest_indices(n_in, n_out, torch.device("cpu")))
 
 
 def nearest_upsample(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Pillow's NEAREST resize of ``x`` [B, C, h0, w0] to h x w: one native kernel on CPU where it picks the same
-    pixels, else two index selections."""
+    """Pillow's NEAREST resize of ``x`` [B, C, h0, w0] to h x w: one native kernel for float32 on CPU where it
+    picks the same pixels (the kernel's index arithmetic follows the dtype), else two index selections."""
     sh, sw = x.shape[-2:]
-    if x.device.type == "cpu" and nearest_exact_is_pillow(sh, h) and nearest_exact_is_pillow(sw, w):
+    native = x.device.type == "cpu" and x.dtype == torch.float32
+    if native and nearest_exact_is_pillow(sh, h) and nearest_exact_is_pillow(sw, w):
         return F.interpolate(x, size=(h, w), mode="nearest-exact")
     return x.index_select(2, nearest_indices(sh, h, x.device)).index_select(3, nearest_indices(sw, w, x.device))
 
