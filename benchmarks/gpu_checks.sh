@@ -89,12 +89,12 @@ export -f cli environment cli_end_to_end
 echo "budget $budget s, device $dev"
 step environment 30 environment
 step cuda-tests 90 $py -m pytest -q -p no:cacheprovider tests/test_device_decode.py tests/test_symvit_parity.py \
-    tests/test_fan_parity.py tests/test_corruptions.py -k "cuda or nvjpeg or gpu" -rA
+    tests/test_fan_parity.py tests/test_corruptions.py tests/test_corruption_sampling.py -k "cuda or nvjpeg or gpu" -rA
 step corruptions-cpu-generator 150 $py benchmarks/corruptions.py --device "$dev" --batch 128 --ref-images 8 \
     --min-time 0.3 --rounds 2
 step corruptions-gpu-generator 60 $py benchmarks/corruptions.py --device "$dev" --batch 128 --ref-images 0 \
     --min-time 0.3 --rounds 2 --generator device
-step corruption-tests 90 $py -m pytest -q -p no:cacheprovider tests/test_corruptions.py
+step corruption-tests 90 $py -m pytest -q -p no:cacheprovider tests/test_corruptions.py tests/test_corruption_sampling.py
 step pipeline 150 $py benchmarks/pipeline.py --device "$dev" --model deit_small_patch16_224 --workers 8 \
     --threads 8 --batch-size 128 --copies 40 --c-images 100 --c-copies 10 --corruptions gaussian_noise,contrast,fog \
     --severity 3

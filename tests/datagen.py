@@ -1,4 +1,5 @@
-"""Generators of tiny image trees for the data tests (ImageFolder, flat ImageNet val, ImageNet-C layouts)."""
+"""Generators of test data: tiny image trees (ImageFolder, flat ImageNet val, ImageNet-C layouts) and smooth
+image batches."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 # A few real ImageNet wnids with their canonical indices (0 = tench, 1 = goldfish, 999 = toilet tissue).
@@ -103,3 +105,13 @@ def make_imagenet_c(
                 for name in names:
                     write_image(root / corruption / str(severity) / wnid / name, seed, "rgb", size)
                     seed += 1
+
+
+def smooth_images(b: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Natural-looking float test images: upsampled colour noise plus a gradient."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand((b, 3, 8, 8), generator=g)
+    img = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+    ramp = torch.linspace(0, 0.3, size).view(1, 1, 1, size)
+    return (0.7 * img + ramp).clamp(0, 1)
+
