@@ -89,12 +89,16 @@ def decode_image_bytes(data: bytes) -> Decoded:
     return _decode_pil(data)
 
 
-def read_image(path: str | Path) -> Decoded:
-    """Read and decode one image file (see :func:`decode_image_bytes`); a missing file is a DecodeError."""
+def read_file_bytes(path: str | Path) -> bytes:
+    """Read one image file's bytes; a missing or unreadable file is a DecodeError saying which."""
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise DecodeError("missing file") from None
     except OSError as exc:
         raise DecodeError(f"unreadable file ({exc.strerror or exc})") from None
-    return decode_image_bytes(data)
+
+
+def read_image(path: str | Path) -> Decoded:
+    """Read and decode one image file (see :func:`decode_image_bytes`); a missing file is a DecodeError."""
+    return decode_image_bytes(read_file_bytes(path))

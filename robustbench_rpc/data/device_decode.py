@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from robustbench_rpc.data.base import Batch, ImageListDataset, LoadedSample
-from robustbench_rpc.data.decode import DecodeError, decode_image_bytes
+from robustbench_rpc.data.decode import DecodeError, decode_image_bytes, read_file_bytes
 
 #: Frame markers (SOFn) whose data nvjpeg decodes: baseline, extended sequential and progressive Huffman.
 _DEVICE_FRAMES = (0xC0, 0xC1, 0xC2)
@@ -75,12 +75,9 @@ class FileBytesDataset(Dataset):
     def __getitem__(self, index: int) -> LoadedSample:
         ref = self.dataset.samples[index]
         try:
-            data = ref.path.read_bytes()
-        except FileNotFoundError:
-            return LoadedSample(None, ref.label, ref.sample_id, index, ref.is_ood, "skipped:missing file")
-        except OSError as exc:
-            reason = f"unreadable file ({exc.strerror or exc})"
-            return LoadedSample(None, ref.label, ref.sample_id, index, ref.is_ood, f"skipped:{reason}")
+            data = read_file_bytes(ref.path)
+        except DecodeError as exc:  # the CPU path's reasons, word for word
+            return LoadedSample(None, ref.label, ref.sample_id, index, ref.is_ood, f"skipped:{exc.reason}")
         raw = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
         return LoadedSample(raw, ref.label, ref.sample_id, index, ref.is_ood, "ok")
 
