@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from robustbench_rpc.corruptions import blur, digital, noise, spatter, weather
+from robustbench_rpc.corruptions._common import float_to_8bit
 from robustbench_rpc.corruptions.severity import SEVERITIES, severity_params
 from robustbench_rpc.errors import UserError, did_you_mean
 from robustbench_rpc.names import CORRUPTION_GROUPS as CORRUPTION_GROUPS
@@ -144,9 +145,4 @@ def _corrupt_chunk(
         out.copy_(fn(images.float(), params, generator).clamp(0, 1))  # out of place: never the caller's images
         return
     y = fn(torch.div(images, 255.0), params, generator)  # one pass; may return its fresh input, changed in place
-    y = y.clamp_(0, 1).mul_(255.0)
-    # The reference rounds where Pillow makes the 8-bit image, else truncates (numpy.uint8). Converting
-    # non-negative floats to integers truncates, so the conversion does the flooring; going through int32 is
-    # several times faster than torch's direct float-to-uint8 conversion on CPU.
-    y = y.round_() if name in _ROUNDED_OUTPUT else y.add_(1e-3)
-    out.copy_(y.to(torch.int32))
+    out.copy_(float_to_8bit(y, rounded=name in _ROUNDED_OUTPUT))

@@ -187,11 +187,11 @@ def jpeg_compression_8bit(x: torch.Tensor, p: dict[str, Any], generator: torch.G
 
 
 __all__ = [
-    "jpeg_compression_8bit",
     "brightness",
     "contrast",
     "elastic_transform",
     "jpeg_compression",
+    "jpeg_compression_8bit",
     "jpeg_roundtrip",
     "pixelate",
     "saturate",

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from robustbench_rpc.corruptions._common import flat_nonzero, rand, randn
+from robustbench_rpc.corruptions._common import flat_nonzero, float_to_8bit, rand, randn
 
 
 def gaussian_noise(x: torch.Tensor, p: dict[str, Any], generator: torch.Generator | None) -> torch.Tensor:
@@ -43,8 +43,7 @@ def _eight_bit_tables(photons: float, device: str) -> tuple[torch.Tensor, torch.
     """The 8-bit value ``corrupt`` makes of each possible count (the float path's operations, in its order),
     and the guide table of :func:`poisson_tables` holding those values instead of the counts."""
     _, guide, kmax = poisson_tables(photons, torch.device(device))
-    counts = torch.arange(kmax, dtype=torch.float32).div_(photons)
-    to_8bit = counts.clamp_(0, 1).mul_(255.0).add_(1e-3).to(torch.int32).to(device)
+    to_8bit = float_to_8bit(torch.arange(kmax, dtype=torch.float32).div_(photons), rounded=False).to(device)
     known = guide >= 0
     return to_8bit, torch.where(known, to_8bit.index_select(0, guide.clamp_min(0)), guide)
 

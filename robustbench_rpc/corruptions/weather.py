@@ -126,16 +126,12 @@ def plasma_fractal(
     torch's and give bitwise the same float32 results.
     """
     m = torch.zeros((batch, mapsize, mapsize), device=device, dtype=torch.float32)
-    if device.type == "cpu":
-        arr, roll = m.numpy(), np.roll
+    on_cpu = device.type == "cpu"
+    arr, roll = (m.numpy(), np.roll) if on_cpu else (m, torch.roll)
 
-        def noise(shape: tuple[int, ...]) -> Any:
-            return rand(shape, generator, device).numpy()
-    else:
-        arr, roll = m, torch.roll
-
-        def noise(shape: tuple[int, ...]) -> Any:
-            return rand(shape, generator, device)
+    def noise(shape: tuple[int, ...]) -> Any:
+        draws = rand(shape, generator, device)
+        return draws.numpy() if on_cpu else draws
 
     step = mapsize
     wibble = 100.0
