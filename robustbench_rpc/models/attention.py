@@ -19,13 +19,16 @@ PAP, as the official code computes it (``threshold="code"``), per sample and hea
 
 ``threshold="paper"`` is the textbook principal component pursuit step instead: ``mu`` from the head width ``d`` and
 shrinkage at ``lambda / mu``.
+
+``backward="bpda"`` keeps PAP's forward value but differentiates plain symmetric attention on the same keys and values
+(Backward Pass Differentiable Approximation, for adaptive attacks): the iterative loop is straight-through.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,13 +37,17 @@ from torch import Tensor, nn
 from robustbench_rpc.errors import UserError
 
 ThresholdMode = Literal["code", "paper"]
+BackwardMode = Literal["exact", "bpda"]
+BACKWARD_MODES = ("exact", "bpda")
 LayerSpec = Union[str, Sequence[int]]
 
 __all__ = [
+    "BACKWARD_MODES",
     "RPCConfig",
     "SymmetricAttention",
     "principal_attention_pursuit",
     "soft_threshold",
+    "straight_through_value",
     "symmetric_attention",
 ]
 
@@ -55,6 +62,32 @@ def symmetric_attention(k: Tensor, v: Tensor, scale: float, dropout_p: float = 0
     return F.scaled_dot_product_attention(k, k, v, dropout_p=dropout_p, scale=scale)
 
 
+class _ValueWithSurrogateGradient(torch.autograd.Function):
+    """Forward: ``value`` exactly; backward: the whole gradient goes to ``surrogate`` (none to ``value``)."""
+
+    @staticmethod
+    def forward(ctx: Any, value: Tensor, surrogate: Tensor) -> Tensor:
+        ctx.surrogate_dtype = surrogate.dtype
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor]:
+        return None, grad.to(ctx.surrogate_dtype)
+
+
+def straight_through_value(value: Tensor, surrogate: Tensor) -> Tensor:
+    """Return a tensor equal to ``value`` (bit for bit) whose gradient flows to ``surrogate`` as if it were returned.
+
+    Unlike ``surrogate + (value - surrogate).detach()``, which can be off by rounding, the forward value is exact.
+    Shapes must agree.
+    """
+    if value.shape != surrogate.shape:
+        raise ValueError(
+            f"straight_through_value needs equal shapes, got {tuple(value.shape)} and {tuple(surrogate.shape)}."
+        )
+    return _ValueWithSurrogateGradient.apply(value.detach(), surrogate)  # detached: value's graph is not kept
+
+
 def principal_attention_pursuit(
     k: Tensor,
     v: Tensor,
@@ -65,12 +98,42 @@ def principal_attention_pursuit(
     embed_dim: int,
     threshold: ThresholdMode = "code",
     dropout_p: float = 0.0,
+    backward: BackwardMode = "exact",
 ) -> Tensor:
     """Return RPC attention: ``iters`` attention evaluations of PAP on keys ``k`` ``[B, H, N, d]`` and values ``v``.
 
     ``embed_dim`` is the full embedding width ``C`` used by the official ``mu``; ``threshold`` picks the official
     ("code") or the textbook ("paper") shrinkage. Only the last evaluation applies attention dropout.
+
+    ``backward="bpda"`` returns the same forward value (bit for bit), but gradients w.r.t. ``k`` and ``v`` are those
+    of plain symmetric attention ``softmax(K K^T * scale) V`` (no dropout in that surrogate, so no random numbers
+    are drawn beyond PAP's own). The surrogate is computed only when a gradient can flow (grad mode on and ``k`` or
+    ``v`` requiring grad); otherwise this is exactly the "exact" path at no extra cost.
     """
+    if backward not in BACKWARD_MODES:
+        raise UserError(f"Unknown PAP backward mode {backward!r}; expected 'exact' or 'bpda'.")
+    if backward == "bpda" and torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
+        # PAP runs on detached copies that still report requires_grad, so that the kernels chosen (which may depend
+        # on requires_grad on some backends) and hence the value are those of the exact path; its graph is dropped.
+        k_d = k.detach().requires_grad_(k.requires_grad)
+        v_d = v.detach().requires_grad_(v.requires_grad)
+        value = _pap(k_d, v_d, iters, lam, scale, embed_dim, threshold, dropout_p)
+        surrogate = symmetric_attention(k, v, scale)
+        return straight_through_value(value, surrogate)
+    return _pap(k, v, iters, lam, scale, embed_dim, threshold, dropout_p)
+
+
+def _pap(
+    k: Tensor,
+    v: Tensor,
+    iters: int,
+    lam: float,
+    scale: float,
+    embed_dim: int,
+    threshold: ThresholdMode,
+    dropout_p: float,
+) -> Tensor:
+    """PAP's forward computation (see the module docstring); differentiable through the loop."""
     if iters < 1:
         raise UserError(f"RPC attention needs at least 1 attention evaluation, got rpc_iters={iters}.")
     n_tokens, head_dim = k.shape[-2], k.shape[-1]
@@ -215,6 +278,7 @@ class SymmetricAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.rpc = rpc
+        self.pap_backward: BackwardMode = "exact"  # "bpda": PAP's value, plain attention's gradient (adaptive attacks)
 
     def forward(self, x: Tensor) -> Tensor:
         B, N, C = x.shape
@@ -233,10 +297,13 @@ class SymmetricAttention(nn.Module):
                 embed_dim=C,
                 threshold=self.rpc.threshold,
                 dropout_p=dropout_p,
+                backward=self.pap_backward,
             )
         x = x.transpose(1, 2).reshape(B, N, C)
         return self.proj_drop(self.proj(x))
 
     def extra_repr(self) -> str:
         rpc = "off" if self.rpc is None else f"n={self.rpc.iters}, lambda={self.rpc.lam:g}, {self.rpc.threshold}"
+        if self.rpc is not None and self.pap_backward != "exact":
+            rpc += f", backward={self.pap_backward}"
         return f"heads={self.num_heads}, head_dim={self.head_dim}, rpc={rpc}"

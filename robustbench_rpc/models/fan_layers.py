@@ -22,7 +22,7 @@ from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
 
 from robustbench_rpc.errors import UserError
-from robustbench_rpc.models.attention import RPCConfig, principal_attention_pursuit
+from robustbench_rpc.models.attention import BackwardMode, RPCConfig, principal_attention_pursuit
 
 __all__ = [
     "ChannelProcessing",
@@ -215,6 +215,7 @@ class TokenMixing(nn.Module):
         self.scale = self.head_dim**-0.5
         self.symmetric = symmetric
         self.rpc = rpc
+        self.pap_backward: BackwardMode = "exact"  # "bpda": PAP's value, plain attention's gradient (adaptive attacks)
         if not symmetric:
             self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
@@ -238,6 +239,7 @@ class TokenMixing(nn.Module):
                 embed_dim=C,
                 threshold=self.rpc.threshold,
                 dropout_p=dropout_p,
+                backward=self.pap_backward,
             )
         else:
             q = (
@@ -256,6 +258,8 @@ class TokenMixing(nn.Module):
             if self.rpc is None
             else f"n={self.rpc.iters}, lambda={self.rpc.lam:g}, {self.rpc.threshold}"
         )
+        if self.rpc is not None and self.pap_backward != "exact":
+            rpc += f", backward={self.pap_backward}"
         return f"heads={self.num_heads}, head_dim={self.head_dim}, {mode}, rpc={rpc}"
 
 
