@@ -282,7 +282,7 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
                    **({"decode": run.decode} if run.decode != "cpu" else {})}
         if changed:
             identity = {**identity, "model_options": {**identity["model_options"], **changed}}
-        jobs = build_jobs(identity, model.preprocessing, device)
+        jobs = build_jobs(identity, model.preprocessing, device, model)
         if not jobs:
             raise UserError(f"Nothing to {what}: the plan has no cells.")
         _check_outputs(model, jobs)
@@ -403,7 +403,7 @@ def evaluate(
 
     check_corruption_rng(corruption_rng)
 
-    def build(identity: dict[str, Any], prep: Mapping[str, Any], device: Any) -> list[Any]:
+    def build(identity: dict[str, Any], prep: Mapping[str, Any], device: Any, model: nn.Module) -> list[Any]:
         return build_evaluation_jobs(identity, entries, data_paths, prep, selection, corruptions=corruptions,
                                      severities=severities, allow_missing=allow_missing, labels_file=labels_file,
                                      class_list=class_list, seed=run.seed, jpeg=jpeg, batch_size=run.batch_size,
@@ -436,13 +436,17 @@ def attack(
     labels_file: str | None = None,
     class_list: str | None = None,
     save_adv: str | Path | None = None,
+    surrogate: str | nn.Module | None = None,
+    attack_dtype: str | None = None,
     **run_options: Any,
 ) -> RunSummary:
     """Attack a model over budgets: every (attack, eps) is one cell of the results directory ``out``.
 
-    ``attacks`` are registry names (pgd, fgsm, spsa, sld, cw, noise, square, apgd-ce, apgd-dlr, autoattack);
-    ``eps`` a list of floats or text such as ``"1/255:6/255"``; ``protocol="paper"`` uses the paper's preset
-    instead. ``dataset`` is imagenet (``data`` = validation folder), folder, or digits (embedded, no data needed).
+    ``attacks`` are registry names (pgd, fgsm, spsa, sld, cw, noise, square, apgd-ce, apgd-dlr, autoattack,
+    transfer); ``eps`` a list of floats or text such as ``"1/255:6/255"``; ``protocol="paper"`` uses the paper's
+    preset instead. ``dataset`` is imagenet (``data`` = validation folder), folder, or digits (embedded, no data
+    needed). ``surrogate`` (``NAME[:CHECKPOINT]`` or a module) is the transfer attack's surrogate (default for an RPC
+    model: the same weights with PAP off); ``attack_dtype`` ('float64') sets every attack's ``attack_dtype``.
     """
     from robustbench_rpc.engine.attack_plan import build_attack_jobs
 
@@ -452,11 +456,20 @@ def attack(
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}.")
 
-    def build(identity: dict[str, Any], prep: Mapping[str, Any], device: Any) -> list[Any]:
+    options = dict(attack_options or {})
+    if attack_dtype is not None:
+        options["attack_dtype"] = attack_dtype
+
+    def build(identity: dict[str, Any], prep: Mapping[str, Any], device: Any, model: nn.Module) -> list[Any]:
+        from robustbench_rpc.engine.surrogate import load_surrogate
+
+        def transfer_surrogate() -> tuple[nn.Module, dict[str, Any]]:
+            return load_surrogate(surrogate, model, device, trust_checkpoint=trust_checkpoint)
+
         return build_attack_jobs(identity, prep, attacks=attacks, eps=eps, norm=norm, protocol=protocol,
-                                 attack_options=dict(attack_options or {}), compat=compat, dataset=dataset,
+                                 attack_options=options, compat=compat, dataset=dataset,
                                  data=data, limit=limit, subset=subset, labels_file=labels_file,
                                  class_list=class_list, save_adv=save_adv, seed=run.seed,
-                                 batch_size=run.batch_size)
+                                 batch_size=run.batch_size, surrogate=transfer_surrogate)
 
     return _run(request, out, run, build, "attack")

@@ -79,7 +79,7 @@ def test_build_spec_fills_defaults_and_coerces_strings():
         (lambda: build_attack_spec("pgd", eps=8), "did you mean 8/255"),
         (lambda: build_attack_spec("pgd", eps=-0.1), "negative"),
         (lambda: build_attack_spec("pgd", queries=10), "has no option 'queries'.*steps, rel_stepsize"),
-        (lambda: build_attack_spec("fgsm", steps=10), "its options are: none"),
+        (lambda: build_attack_spec("fgsm", steps=10), "its options are: attack_dtype, bpda"),
         (lambda: build_attack_spec("pgd", steps="many"), "must be a int"),
         (lambda: build_attack_spec("pgd", steps=-1), ">= 0"),
         (lambda: build_attack_spec("square", loss="l2"), "must be one of margin, ce"),

@@ -36,7 +36,8 @@ def test_budget_clamp_and_records_for_every_attack(model, name, norm):
     # AutoAttack with a budget that APGD-CE always wins (its full pipeline is tested on its own, below)
     eps = EPS[norm] * (20 if name == "autoattack" else 1)
     spec = build_attack_spec(name, norm, eps, **FAST.get(name, {}))
-    result = run_attack(model, images, labels, spec, seed=0)
+    surrogate = tiny_convnet(seed=3) if ATTACKS[name].transfer else None
+    result = run_attack(model, images, labels, spec, seed=0, surrogate=surrogate)
     assert result.adv.shape == images.shape
     assert float(result.adv.min()) >= 0 and float(result.adv.max()) <= 1
     measured = {"Linf": result.norm_linf, "L2": result.norm_l2, "L1": result.norm_l1}[norm]
@@ -52,7 +53,7 @@ def test_budget_clamp_and_records_for_every_attack(model, name, norm):
         assert r["pred"] == int(logit.argmax()) == r["top5"][0] and len(r["top5"]) == 5
         assert r["correct1"] == (r["pred"] == r["label"])
         assert r["success"] == (r["clean_correct"] and not r["correct1"])
-    if ATTACKS[name].black_box:
+    if ATTACKS[name].black_box or ATTACKS[name].transfer:
         assert (result.queries >= 0).all()
     else:
         assert (result.queries == -1).all()

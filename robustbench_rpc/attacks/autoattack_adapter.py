@@ -22,6 +22,8 @@ from robustbench_rpc.attacks.registry import AttackSpec
 from robustbench_rpc.errors import UserError
 
 LOGGER_NAME = "auto-attack"
+#: Prefix of captured lines that AutoAttack logged as warnings (the flags of its ``checks`` module).
+WARNING_PREFIX = "warning: "
 
 
 class _LogCapture(logging.Handler):
@@ -32,7 +34,9 @@ class _LogCapture(logging.Handler):
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+        message = record.getMessage()
+        # AutoAttack's checks (randomized / dynamic defence, zero gradients, Square beating the others) are warnings
+        self.lines.append(f"{WARNING_PREFIX}{message}" if record.levelno >= logging.WARNING else message)
 
 
 def _run_logged(func, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
@@ -70,7 +74,7 @@ def _make_apgd(model: nn.Module, spec: AttackSpec, ctx: AttackContext, loss: str
         eps=spec.eps,
         seed=int(ctx.seed),
         loss=loss,
-        eot_iter=int(p["eot_iter"]),
+        eot_iter=max(1, int(p.get("eot_iter", 1))),  # 0 (automatic) is resolved by the runner before this
         rho=float(p["rho"]),
         verbose=False,
         device=ctx.device,

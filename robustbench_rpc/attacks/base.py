@@ -11,11 +11,12 @@ from torch import Tensor, nn
 
 @dataclass(frozen=True)
 class AttackContext:
-    """Run-time facts a factory may need: the seed, the number of classes and the model's device."""
+    """Run-time facts a factory may need: the seed, the number of classes, the model's device, a surrogate."""
 
     seed: int
     n_classes: int
     device: torch.device
+    surrogate: nn.Module | None = None  # the model a transfer attack crafts its examples on
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from robustbench_rpc.attacks.budgets import (
@@ -97,6 +97,12 @@ class AttackDefinition:
     stochastic: bool = False
     supports_compat: bool = True
     source: str = ""
+    transfer: bool = False  # crafted on a surrogate model, scored on the target
+
+    @property
+    def white_box(self) -> bool:
+        """True for attacks that follow the target's own gradients (they are traced and take the modifiers)."""
+        return not (self.black_box or self.transfer)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -121,12 +127,31 @@ class AttackDefinition:
 
 
 _STEPS = "number of gradient steps"
-#: The options APGD-CE and APGD-DLR share.
+#: EOT draws used when ``eot_iter=0`` and repeated forward passes disagree.
+AUTO_EOT_ITER = 16
+
+#: Options every attack takes: the precision the attack computes in (the cell is scored in the model's own).
+COMMON_OPTIONS = (
+    Option("attack_dtype", "float32", "precision of the attack's forward and backward passes (float64: PAP is "
+           "ill-conditioned in float32); the adversarial images are scored in float32", "str",
+           choices=("float32", "float64")),
+)
+#: Options every white-box (gradient) attack takes: adaptive-attack modifiers, see robustbench_rpc.attacks.adaptive.
+WHITE_BOX_OPTIONS = (
+    Option("bpda", False, "BPDA for PAP: the forward runs PAP, the backward differentiates plain symmetric "
+           "attention on the same keys and values", "bool"),
+    Option("straight_through", None, "comma list of submodules (as in named_modules) whose backward is the "
+           "identity: for non-differentiable input transforms", "str", nullable=True),
+    Option("eot_iter", 0, "expectation over transformation: forward passes averaged per gradient (0: automatic, "
+           f"1 for a model whose predictions repeat, {AUTO_EOT_ITER} otherwise)", "int", minimum=0),
+    Option("best_iterate", True, "return the best in-budget point the attack evaluated when its own output is "
+           "not adversarial (no silent success)", "bool"),
+)
+#: The options APGD-CE and APGD-DLR share (their EOT is the white-box ``eot_iter``, passed to APGD natively).
 _APGD_OPTIONS = (
     Option("steps", 100, _STEPS, "int", minimum=1),
     Option("restarts", 1, "random restarts", "int", minimum=1),
     Option("rho", 0.75, "step-size decrease threshold", minimum=0),
-    Option("eot_iter", 1, "gradient averages per step (expectation over transformation)", "int", minimum=1),
 )
 _A = "robustbench_rpc.attacks"
 
@@ -150,6 +175,8 @@ _ATTACK_LIST: tuple[AttackDefinition, ...] = (
                 absolute=True,
             ),
             Option("random_start", True, "start from a uniformly random point of the eps-ball", "bool"),
+            Option("restarts", 1, "PGD runs from fresh random starts; a sample is robust only if every run fails",
+                   "int", minimum=1),
         ),
     ),
     AttackDefinition(
@@ -283,8 +310,33 @@ _ATTACK_LIST: tuple[AttackDefinition, ...] = (
     ),
 )
 
+_TRANSFER = AttackDefinition(
+    name="transfer",
+    norms=("Linf", "L2"),
+    description="Transfer attack: adversarial examples crafted on a surrogate model (--surrogate; for an RPC model "
+    "by default the same weights with PAP switched off), scored on the target; written here.",
+    factory=f"{_A}.transfer:make_transfer",
+    stochastic=True,
+    supports_compat=False,
+    source="robustbench_rpc",
+    transfer=True,
+    options=(
+        Option("method", "pgd", "attack run on the surrogate", "str", choices=("pgd", "fgsm", "apgd-ce")),
+        Option("steps", 40, _STEPS + " on the surrogate (pgd, apgd-ce)", "int", minimum=1),
+        Option("rel_stepsize", 0.15, "pgd step size as a multiple of eps", minimum=0),
+        Option("restarts", 1, "random restarts on the surrogate", "int", minimum=1),
+    ),
+)
+
+
+def _with_modifiers(definition: AttackDefinition) -> AttackDefinition:
+    """Append the options every attack takes, and the white-box modifiers for gradient attacks."""
+    extra = COMMON_OPTIONS + (WHITE_BOX_OPTIONS if definition.white_box else ())
+    return replace(definition, options=definition.options + extra)
+
+
 #: Registry: attack name -> definition.
-ATTACKS: dict[str, AttackDefinition] = {a.name: a for a in _ATTACK_LIST}
+ATTACKS: dict[str, AttackDefinition] = {a.name: _with_modifiers(a) for a in (*_ATTACK_LIST, _TRANSFER)}
 
 
 def get_attack(name: str) -> AttackDefinition:
@@ -404,8 +456,11 @@ __all__ = [
     "ATTACKS",
     "NORMS",
     "AttackDefinition",
+    "AUTO_EOT_ITER",
     "AttackSpec",
+    "COMMON_OPTIONS",
     "Option",
+    "WHITE_BOX_OPTIONS",
     "build_attack_spec",
     "describe_attacks",
     "get_attack",

@@ -10,17 +10,19 @@ raises :class:`BudgetViolationError`. ``compat`` switches to the official code's
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from robustbench_rpc.attacks.adaptive import build_attack_model, gradient_modifiers, resolve_eot
 from robustbench_rpc.attacks.base import AttackContext, AttackOutput, model_device
 from robustbench_rpc.attacks.budgets import budget_tolerance, check_budget, perturbation_norms
 from robustbench_rpc.attacks.protocol import build_compat_space, compat_mode
 from robustbench_rpc.attacks.registry import AttackSpec, threat_model_name
+from robustbench_rpc.attacks.tracing import AttackTracer, TraceSummary
 from robustbench_rpc.errors import UserError
 
 
@@ -54,6 +56,10 @@ class AttackBatchResult:
     attack_labels: Tensor
     compat: str | None = None
     log: list[str] = field(default_factory=list)
+    trace: TraceSummary | None = None
+    attack_returned_adv: Tensor | None = None  # the attack's own output was misclassified (before best_iterate)
+    best_iterate_used: Tensor | None = None  # the record holds the best iterate instead of the attack's output
+    eot_iter: int = 1
 
     def records(
         self,
@@ -72,6 +78,10 @@ class AttackBatchResult:
         correct1 = pred == labels
         correct5 = (top5 == labels.unsqueeze(1)).any(dim=1)
         clean_correct = clean_pred == labels
+        n = len(labels)
+        trace = self.trace if self.trace is not None else TraceSummary.empty(n)
+        returned = self.attack_returned_adv if self.attack_returned_adv is not None else ~correct1
+        recovered = self.best_iterate_used if self.best_iterate_used is not None else torch.zeros(n, dtype=torch.bool)
         rows = []
         for i in range(len(labels)):
             index = index_offset + i
@@ -92,6 +102,15 @@ class AttackBatchResult:
                     "norm_l2": float(self.norm_l2[i]),
                     "norm_l1": float(self.norm_l1[i]),
                     "queries": int(self.queries[i]),
+                    "trace_loss": trace.loss[i],
+                    "trace_steps": int(trace.steps[i]),
+                    "grad_norm0": float(trace.grad_norm0[i]),
+                    "grad_zero_steps": int(trace.grad_zero[i]),
+                    "grad_nonfinite_steps": int(trace.grad_nonfinite[i]),
+                    "iterate_adv": bool(trace.iterate_adv[i]),
+                    "attack_returned_adv": bool(returned[i]),
+                    "best_iterate_used": bool(recovered[i]),
+                    "eot_iter": int(self.eot_iter),
                 }
             )
         return rows
@@ -142,13 +161,17 @@ def run_attack(
     *,
     seed: int,
     compat: bool | str = False,
+    surrogate: nn.Module | None = None,
 ) -> AttackBatchResult:
     """Attack one batch of pixels in [0, 1] with ``spec``, verify the budget and return the result.
 
     ``seed`` seeds torch's global RNG inside ``fork_rng`` (the caller's RNG state is restored) and is passed to the
     attacks that take a seed (Square, APGD, AutoAttack), so stochastic attacks repeat bit for bit on CPU.
     ``compat`` (False, True / 'normalized', 'pixel') selects the official code's threat model for a
-    NormalizedModel, see :mod:`robustbench_rpc.attacks.protocol`.
+    NormalizedModel, see :mod:`robustbench_rpc.attacks.protocol`. ``surrogate`` is the model a ``transfer`` attack
+    crafts its examples on. White-box attacks are traced (:mod:`robustbench_rpc.attacks.tracing`) and, unless
+    ``best_iterate=false``, a sample the attack's own output leaves correct gets the best misclassified in-budget
+    point the attack evaluated.
     """
     mode = compat_mode(compat)
     _check_inputs(images, labels)
@@ -160,7 +183,10 @@ def run_attack(
     try:
         with torch.no_grad():
             clean_logits = model(images)
-        ctx = AttackContext(seed=int(seed), n_classes=int(clean_logits.shape[1]), device=device)
+        if spec.definition.transfer and surrogate is None:
+            raise UserError("The transfer attack needs a surrogate model (--surrogate NAME[:CHECKPOINT]).")
+        ctx = AttackContext(seed=int(seed), n_classes=int(clean_logits.shape[1]), device=device,
+                            surrogate=surrogate)
         if mode is None:
             result = _run_pixel(model, images, labels, spec, ctx, clean_logits)
         else:
@@ -171,14 +197,46 @@ def run_attack(
 
 
 def _execute(
-    model: nn.Module, x: Tensor, labels: Tensor, spec: AttackSpec, ctx: AttackContext
-) -> AttackOutput:
-    """Build the attack and run it under the seed (eps = 0 returns the inputs without calling the attack)."""
+    model: nn.Module,
+    x: Tensor,
+    labels: Tensor,
+    spec: AttackSpec,
+    ctx: AttackContext,
+    clean_logits: Tensor,
+    in_budget: Callable[[Tensor], Tensor] | None,
+) -> tuple[AttackOutput, TraceSummary | None, int]:
+    """Build the attack on the (modified) model and run it under the seed; return the output, trace and EOT draws.
+
+    eps = 0 returns the inputs without calling the attack. The output is in ``x``'s dtype.
+    """
     if spec.eps == 0:
-        return AttackOutput(adv=x.clone(), queries=torch.zeros(len(x), dtype=torch.long, device=x.device))
-    attack = spec.definition.load_factory()(model, spec, ctx)
-    with seeded(ctx.seed, ctx.device):
-        return attack(x, labels)
+        zeros = torch.zeros(len(x), dtype=torch.long, device=x.device)
+        return AttackOutput(adv=x.clone(), queries=zeros), None, 1
+    white_box = spec.definition.white_box
+    eot = resolve_eot(spec, model, x, clean_logits) if white_box else 1
+    if white_box and eot != int(spec.params.get("eot_iter", 1)):
+        spec = replace(spec, params={**spec.params, "eot_iter": eot})
+    attacked = build_attack_model(model, spec, eot)
+    x_attack = x.to(attacked.dtype)
+    tracer = None
+    target: nn.Module = attacked.model
+    if white_box and in_budget is not None:
+        tracer = AttackTracer(attacked.model, x_attack, labels, in_budget)
+        target = tracer
+    if spec.definition.transfer and attacked.dtype != torch.float32:
+        from robustbench_rpc.models.adaptive import cast_model
+
+        ctx = replace(ctx, surrogate=cast_model(ctx.surrogate, attacked.dtype))
+    attack = spec.definition.load_factory()(target, spec, ctx)
+    with seeded(ctx.seed, ctx.device), gradient_modifiers(attacked.model, spec) if white_box else _nothing():
+        output = attack(x_attack, labels)
+    output.adv = output.adv.detach().to(x.dtype)
+    return output, (tracer.summary() if tracer is not None else None), eot
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def _queries(output: AttackOutput, n: int) -> Tensor:
@@ -186,6 +244,20 @@ def _queries(output: AttackOutput, n: int) -> Tensor:
     if output.queries is None:
         return torch.full((n,), -1, dtype=torch.long)
     return output.queries.detach().long().cpu()
+
+
+def _pixel_budget(images: Tensor, spec: AttackSpec) -> Callable[[Tensor], Tensor]:
+    """Return a per-sample mask: within ``spec``'s budget of ``images`` (its tolerance) and inside [0, 1]."""
+    tol = budget_tolerance(spec.eps, spec.norm, images[0].numel() if len(images) else 1)
+
+    def inside(x: Tensor) -> Tensor:
+        delta = (x.to(images.dtype) - images).flatten(1)
+        norm = {"Linf": lambda d: d.abs().amax(1), "L2": lambda d: d.norm(dim=1), "L1": lambda d: d.abs().sum(1)}
+        ok = norm[spec.norm](delta).double() <= spec.eps + tol
+        flat = x.flatten(1)
+        return ok & (flat.amin(1) >= 0) & (flat.amax(1) <= 1) & torch.isfinite(flat).all(1)
+
+    return inside
 
 
 def _run_pixel(
@@ -196,13 +268,31 @@ def _run_pixel(
     ctx: AttackContext,
     clean_logits: Tensor,
 ) -> AttackBatchResult:
-    """Default threat model: pixel space, true labels, clamped to [0, 1]."""
-    output = _execute(model, images, labels, spec, ctx)
-    adv = output.adv.detach().to(images.dtype).clamp(0.0, 1.0)
-    norms = check_budget(images, adv, spec.norm, spec.eps, what=f"attack {spec.label()}")
+    """Default threat model: pixel space, true labels, clamped to [0, 1]; best in-budget iterate kept."""
+    output, trace, eot = _execute(model, images, labels, spec, ctx, clean_logits, _pixel_budget(images, spec))
+    adv = output.adv.to(images.dtype).clamp(0.0, 1.0)
     with torch.no_grad():
         adv_logits = model(adv)
-    return _result(spec, adv, clean_logits, adv_logits, norms, output, labels, None)
+    returned_adv = (adv_logits.argmax(dim=1) != labels).cpu()
+    used = torch.zeros(len(adv), dtype=torch.bool)
+    if trace is not None and trace.best is not None and spec.params.get("best_iterate", True):
+        candidates = (trace.best_adv & ~returned_adv).to(adv.device)
+        if bool(candidates.any()):
+            best = trace.best.to(device=adv.device, dtype=adv.dtype).clamp(0.0, 1.0)
+            with torch.no_grad():
+                best_logits = model(best[candidates])
+            # keep the iterate only where the model as evaluated also misclassifies it
+            keep = torch.zeros_like(candidates)
+            keep[candidates] = best_logits.argmax(dim=1) != labels[candidates]
+            if bool(keep.any()):
+                adv = torch.where(keep.view(-1, *([1] * (adv.dim() - 1))), best, adv)
+                adv_logits = adv_logits.clone()
+                adv_logits[keep] = best_logits[keep[candidates]].to(adv_logits.dtype)
+                used = keep.cpu()
+    norms = check_budget(images, adv, spec.norm, spec.eps, what=f"attack {spec.label()}")
+    result = _result(spec, adv, clean_logits, adv_logits, norms, output, labels, None)
+    result.trace, result.attack_returned_adv, result.best_iterate_used, result.eot_iter = trace, returned_adv, used, eot
+    return result
 
 
 def _result(
@@ -243,7 +333,10 @@ def _run_compat(
     """Compat threat model: attack the normalized (or pixel) space, clean-prediction labels, no clamping."""
     space = build_compat_space(model, images, spec, mode)
     attack_labels = clean_logits.argmax(dim=1)
-    output = _execute(space.model, space.z_clean, attack_labels, space.rescale(spec), ctx)
+    with torch.no_grad():
+        z_logits = space.model(space.z_clean)
+    # the official code returns the attack's last iterate: compat mode keeps that, and records no trace
+    output, _, eot = _execute(space.model, space.z_clean, attack_labels, space.rescale(spec), ctx, z_logits, None)
     u_adv = space.u_from_z(output.adv.detach().to(images.dtype))
     tol = budget_tolerance(spec.eps, spec.norm, images[0].numel(), value_scale=2 * space.scale)
     check_budget(
@@ -259,4 +352,6 @@ def _run_compat(
         adv_logits = space.inner(u_adv)
     adv = space.pixels_from_u(u_adv, model).detach()
     norms = perturbation_norms(images, adv)
-    return _result(spec, adv, clean_logits, adv_logits, norms, output, attack_labels, mode)
+    result = _result(spec, adv, clean_logits, adv_logits, norms, output, attack_labels, mode)
+    result.eot_iter = eot
+    return result

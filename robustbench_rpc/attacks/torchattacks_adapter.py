@@ -43,7 +43,11 @@ def _make(cls: type[Attack], model: nn.Module, ctx: AttackContext, **kwargs: obj
 
 
 def make_pgd(model: nn.Module, spec: AttackSpec, ctx: AttackContext) -> AttackFn:
-    """PGD: torchattacks ``PGD`` (Linf) or ``PGDL2`` (L2) with ``steps`` steps of :func:`step_size`."""
+    """PGD: torchattacks ``PGD`` (Linf) or ``PGDL2`` (L2) with ``steps`` steps of :func:`step_size`.
+
+    With ``restarts`` > 1 the attack runs again from fresh random starts on the samples still correctly classified,
+    keeping each sample's first misclassified result.
+    """
     cls = torchattacks.PGD if spec.norm == "Linf" else torchattacks.PGDL2
     attack = _make(
         cls,
@@ -54,7 +58,26 @@ def make_pgd(model: nn.Module, spec: AttackSpec, ctx: AttackContext) -> AttackFn
         steps=int(spec.params["steps"]),
         random_start=bool(spec.params["random_start"]),
     )
-    return _wrap(attack)
+    restarts = int(spec.params.get("restarts", 1))
+    if restarts == 1:
+        return _wrap(attack)
+
+    def run(images: Tensor, labels: Tensor) -> AttackOutput:
+        best = attack(images, labels).detach()
+        with torch.no_grad():
+            fooled = model(best).argmax(dim=1) != labels
+        for _ in range(restarts - 1):
+            if bool(fooled.all()):
+                break
+            adv = attack(images, labels).detach()
+            with torch.no_grad():
+                now = model(adv).argmax(dim=1) != labels
+            take = now & ~fooled
+            best[take] = adv[take]
+            fooled |= now
+        return AttackOutput(adv=best)
+
+    return run
 
 
 def make_fgsm(model: nn.Module, spec: AttackSpec, ctx: AttackContext) -> AttackFn:

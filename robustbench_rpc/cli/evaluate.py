@@ -191,7 +191,7 @@ def evaluate_command(
 def attack_command(
     model: opt.ModelName,
     attack: Annotated[str | None, typer.Option("--attack", "-a", help="Comma list: pgd, fgsm, spsa, sld, cw, "
-                      "noise, square, apgd-ce, apgd-dlr, autoattack.")] = None,
+                      "noise, square, apgd-ce, apgd-dlr, autoattack, transfer.")] = None,
     eps: Annotated[str | None, typer.Option("--eps", "-e", help="Budgets: 1/255,2/255 or a range 1/255:6/255 "
                    "(pixel units; fractions of 255 accepted).")] = None,
     norm: Annotated[str | None, typer.Option("--norm", help="Linf, L2 or L1 (default: the attack's own).")] = None,
@@ -208,6 +208,12 @@ def attack_command(
                                                 rich_help_panel=DATA_PANEL)] = None,
     save_adv: Annotated[Path | None, typer.Option("--save-adv", help="Keep adversarial examples here "
                         "(tensors, and PNGs of a few samples).")] = None,
+    surrogate: Annotated[str | None, typer.Option("--surrogate", help="The transfer attack's surrogate: "
+                         "NAME_OR_FACTORY[:CHECKPOINT] (default for an RPC model: the same weights, PAP off).")
+                         ] = None,
+    attack_dtype: Annotated[str | None, typer.Option("--attack-dtype", help="float32 or float64: the precision "
+                            "the attacks compute in (scored in float32); PAP is ill-conditioned in float32.")
+                            ] = None,
     out: Out = Path("results"),
     labels: Labels = None,
     classes: Classes = None,
@@ -250,6 +256,7 @@ def attack_command(
         **request, out=out, attacks=attack or "", eps=eps, norm=norm, protocol=protocol,
         attack_options=parse_options(attack_option or []), compat=compat or False, dataset=dataset, data=data,
         limit=limit, subset=subset, labels_file=labels, class_list=classes, save_adv=save_adv,
+        surrogate=surrogate, attack_dtype=attack_dtype,
         batch_size=batch_size, workers=workers, device=device, decode=decode, seed=seed, force=force,
         allow_mixed=allow_mixed, progress=not quiet, prefetch_factor=prefetch, shard=shard, shard_by=shard_by,
     )

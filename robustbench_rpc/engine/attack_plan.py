@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,13 @@ def build_attack_jobs(
     save_adv: str | Path | None,
     seed: int = 0,
     batch_size: int | None = None,
+    surrogate: Callable[[], tuple[Any, dict[str, Any]]] | None = None,
 ) -> list[AttackJob]:
-    """Return one :class:`AttackJob` per (attack, eps); budgets are validated before any data is read."""
+    """Return one :class:`AttackJob` per (attack, eps); budgets are validated before any data is read.
+
+    ``surrogate`` is called once when the plan has a transfer attack and returns (surrogate model, its identity);
+    the identity joins the transfer cells' parameters.
+    """
     from robustbench_rpc.attacks import build_attack_spec, parse_eps, protocol_specs
 
     if protocol is not None:
@@ -95,11 +100,19 @@ def build_attack_jobs(
     selection = SampleSelection(subset, limit)
     source = _source(dataset, data, preprocessing, selection, labels_file, class_list)
     dataset_name = "digits" if dataset == "digits" else dataset
+    transfer_model, transfer_identity = None, None
+    if any(s.definition.transfer for s in specs):
+        if surrogate is None:
+            raise UserError("The transfer attack needs a surrogate model; pass --surrogate NAME[:CHECKPOINT].")
+        transfer_model, transfer_identity = surrogate()
     jobs = []
     for spec in specs:
         params = {**spec.to_params(compat), **selection.params()}
         if spec.definition.stochastic:  # random starts / queries are drawn per batch from the seed
             params.update(seed=seed, batch_size=batch_size)
+        if spec.definition.transfer:
+            params["surrogate"] = transfer_identity
         cell = CellSpec(dataset=dataset_name, condition="attack", params=params, **identity)
-        jobs.append(AttackJob(cell, source, spec, compat, save_adv))
+        jobs.append(AttackJob(cell, source, spec, compat, save_adv,
+                              surrogate=transfer_model if spec.definition.transfer else None))
     return jobs

@@ -70,6 +70,7 @@ class BatchPart:
     skipped: list[tuple[str, str]]
     converted: list[tuple[str, str]]
     loaded: int
+    log: list[str] = field(default_factory=list)  # what the attack logged (AutoAttack's checks among it)
 
 
 @dataclass
@@ -120,6 +121,7 @@ class AttackJob:
     attack: Any  # robustbench_rpc.attacks.AttackSpec
     compat: bool | str = False
     save_adv: Any = None  # directory for adversarial examples, or None
+    surrogate: torch.nn.Module | None = None  # the model a transfer attack crafts its examples on
 
     @property
     def specs(self) -> list[CellSpec]:
@@ -128,6 +130,18 @@ class AttackJob:
 
 
 Job = ClassifyJob | GeneratedCorruptionJob | AttackJob
+
+
+#: At most this many distinct attack log lines are kept with a cell (warnings first).
+MAX_LOG_LINES = 200
+
+
+def summarize_log(lines: Sequence[str]) -> list[str]:
+    """Return the distinct log lines of a cell's batches, warnings first, at most :data:`MAX_LOG_LINES`."""
+    distinct = list(dict.fromkeys(lines))
+    warnings = [line for line in distinct if line.startswith("warning: ")]
+    others = [line for line in distinct if not line.startswith("warning: ")]
+    return (warnings + others)[:MAX_LOG_LINES]
 
 
 def cell_seed(seed: int, *parts: Any) -> int:
@@ -178,8 +192,9 @@ class Engine:
         return source.shard_batches(self.options.batch_size, rank, world, self.options.loading)
 
     @staticmethod
-    def _part(number: int, batch: Batch, rows: dict[str, list[dict[str, Any]]]) -> BatchPart:
-        return BatchPart(number, rows, list(batch.skipped), list(batch.converted), len(batch))
+    def _part(number: int, batch: Batch, rows: dict[str, list[dict[str, Any]]],
+              log: list[str] | None = None) -> BatchPart:
+        return BatchPart(number, rows, list(batch.skipped), list(batch.converted), len(batch), list(log or []))
 
     def _finish(self, specs: Sequence[CellSpec], parts: list[BatchPart], source: BatchSource, started: float,
                 extra: dict[str, Any] | None = None) -> None:
@@ -196,6 +211,9 @@ class Engine:
             report.converted.update(mode for _, mode in part.converted)
             report.loaded += part.loaded
         part_meta = None if self.options.part is None else self._part_meta(ordered, source)
+        logs = [line for part in ordered for line in part.log]
+        if logs:
+            extra = {**(extra or {}), "attack_log": summarize_log(logs)}
         for spec in specs:
             rows = [row for part in ordered for row in part.rows.get(spec.key(), [])]
             self._write(spec, rows, source, report, started, extra, part_meta)
@@ -311,11 +329,13 @@ class Engine:
         total = len(job.source)
         for number, batch in self._batches(job.source):
             batch_rows: list[dict[str, Any]] = []
+            log: list[str] = []
             if len(batch):
                 start = int(batch.indices[0])
                 seed = cell_seed(self.options.seed, job.spec.condition_key(), start)
                 result = run_attack(self.model, batch.images, batch.labels, job.attack, seed=seed,
-                                    compat=job.compat)
+                                    compat=job.compat, surrogate=job.surrogate)
+                log = result.log
                 batch_rows = result.records(batch.labels, sample_ids=batch.sample_ids)
                 for row, index in zip(batch_rows, batch.indices.tolist(), strict=True):
                     row["index"] = int(index)
@@ -326,6 +346,6 @@ class Engine:
 
                     save_adversarial(Path(job.save_adv) / job.spec.slug(), result, batch.images, batch.labels,
                                      index_offset=start, sample_ids=batch.sample_ids, n_png=8)
-            parts.append(self._part(number, batch, {key: batch_rows}))
+            parts.append(self._part(number, batch, {key: batch_rows}, log))
             self._tick(label, len(batch), total)
         self._finish([job.spec], parts, job.source, started, {"attack": job.attack.label()})

@@ -44,6 +44,19 @@ ATTACK_COLUMNS: dict[str, str] = {
     "norm_l2": "float: L2 norm of the perturbation",
     "norm_l1": "float: L1 norm of the perturbation",
     "queries": "int: model queries used (black-box attacks; -1 when not counted)",
+    # attack traces (white-box attacks; see robustbench_rpc.attacks.tracing). An untraced attack (black-box,
+    # transfer, eps 0, compat mode) has trace_steps 0, an empty trace_loss and grad_norm0 NaN.
+    "trace_loss": "list[float]: cross-entropy against the attack labels at each gradient evaluation on the whole "
+    "batch, thinned to at most 33 evenly spaced points (first and last kept)",
+    "trace_steps": "int: gradient evaluations observed (0: not traced)",
+    "grad_norm0": "float: L2 norm of the input gradient at the first gradient evaluation (NaN: none or non-finite)",
+    "grad_zero_steps": "int: gradient evaluations whose input gradient was exactly zero for this sample",
+    "grad_nonfinite_steps": "int: gradient evaluations whose input gradient had NaN or infinite entries",
+    "iterate_adv": "bool: some point the attack evaluated inside the budget was misclassified",
+    "attack_returned_adv": "bool: the attack's own output was misclassified (before the best-iterate rule)",
+    "best_iterate_used": "bool: the stored prediction is for the best in-budget iterate, because the attack's own "
+    "output was not adversarial (a silent success recovered)",
+    "eot_iter": "int: forward passes averaged per gradient (expectation over transformation; 1: none)",
 }
 
 CONDITION_KINDS = ("clean", "corruption", "attack", "ood")
