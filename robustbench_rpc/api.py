@@ -233,6 +233,14 @@ def _check_outputs(model: nn.Module, jobs: list[Any]) -> None:
                             f"on a dataset with its own classes (or load a {classes}-class head).")
 
 
+def run_plan(request: ModelRequest, out: str | Path, run: RunOptions, build_jobs: Any, what: str) -> RunSummary:
+    """Load the model, plan with ``build_jobs(identity, preprocessing, device, model)``, run into ``out``.
+
+    The shared path of :func:`evaluate`, :func:`attack` and the audit's probes: resumable, shardable, distributed.
+    """
+    return _run(request, out, run, build_jobs, what)
+
+
 def _run(request: ModelRequest, out: str | Path, run: RunOptions, build_jobs: Any, what: str) -> RunSummary:
     from robustbench_rpc.engine.distributed import init_distributed, shutdown
 

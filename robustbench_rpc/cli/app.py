@@ -11,6 +11,7 @@ import typer
 from robustbench_rpc import __version__
 from robustbench_rpc.cli import demo as demo_cli
 from robustbench_rpc.cli import models as models_cli
+from robustbench_rpc.cli.audit import audit_command
 from robustbench_rpc.cli.compare import compare_command, plot_command, report_command
 from robustbench_rpc.cli.corrupt import corrupt_command
 from robustbench_rpc.cli.evaluate import attack_command, evaluate_command
@@ -30,6 +31,7 @@ app = typer.Typer(
 app.add_typer(demo_cli.app, name="demo")
 app.command("evaluate")(evaluate_command)
 app.command("attack")(attack_command)
+app.command("audit")(audit_command)
 app.command("corrupt")(corrupt_command)
 app.command("table")(table_command)
 app.command("merge")(merge_command)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from robustbench_rpc.engine.plan import SampleSelection, digits_source
-from robustbench_rpc.engine.runner import AttackJob
+from robustbench_rpc.engine.runner import AttackJob, StabilityJob
 from robustbench_rpc.engine.sources import FileSource
 from robustbench_rpc.errors import UserError
 from robustbench_rpc.results.schema import CellSpec
@@ -116,3 +116,28 @@ def build_attack_jobs(
         jobs.append(AttackJob(cell, source, spec, compat, save_adv,
                               surrogate=transfer_model if spec.definition.transfer else None))
     return jobs
+
+
+def build_stability_jobs(
+    identity: Mapping[str, Any],
+    preprocessing: Mapping[str, Any],
+    *,
+    dataset: str,
+    data: str | Path | None,
+    limit: int | None,
+    subset: str | None,
+    labels_file: str | None,
+    class_list: str | None,
+    repeats: int,
+    noise_linf: float,
+    seed: int = 0,
+) -> list[StabilityJob]:
+    """Return the audit's stability probe: one cell of repeated passes and tiny noise on the attacked samples."""
+    if repeats < 2:
+        raise UserError(f"The stability probe needs at least 2 forward passes, got {repeats}.")
+    selection = SampleSelection(subset, limit)
+    source = _source(dataset, data, preprocessing, selection, labels_file, class_list)
+    params = {"probe": "stability", "repeats": int(repeats), "noise_linf": float(noise_linf), "seed": int(seed),
+              **selection.params()}
+    cell = CellSpec(dataset=dataset, condition="audit", params=params, **identity)
+    return [StabilityJob(cell, source, int(repeats), float(noise_linf))]

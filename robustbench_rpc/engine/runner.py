@@ -129,7 +129,22 @@ class AttackJob:
         return [self.spec]
 
 
-Job = ClassifyJob | GeneratedCorruptionJob | AttackJob
+@dataclass
+class StabilityJob:
+    """One audit probe cell: ``repeats`` forward passes on the clean images and one under tiny uniform noise."""
+
+    spec: CellSpec
+    source: BatchSource
+    repeats: int
+    noise_linf: float
+
+    @property
+    def specs(self) -> list[CellSpec]:
+        """The cells this job produces."""
+        return [self.spec]
+
+
+Job = ClassifyJob | GeneratedCorruptionJob | AttackJob | StabilityJob
 
 
 #: At most this many distinct attack log lines are kept with a cell (warnings first).
@@ -271,6 +286,8 @@ class Engine:
                 self._classify(job)
             elif isinstance(job, GeneratedCorruptionJob):
                 self._generated(job, set(s.key() for s in todo))
+            elif isinstance(job, StabilityJob):
+                self._stability(job)
             else:
                 self._attack(job)
 
@@ -349,3 +366,34 @@ class Engine:
             parts.append(self._part(number, batch, {key: batch_rows}, log))
             self._tick(label, len(batch), total)
         self._finish([job.spec], parts, job.source, started, {"attack": job.attack.label()})
+
+    def _stability(self, job: StabilityJob) -> None:
+        """Records of the first clean pass, and whether repeats or tiny noise changed each prediction."""
+        started = time.perf_counter()
+        parts: list[BatchPart] = []
+        label, key = job.spec.slug(), job.spec.key()
+        total = len(job.source)
+        classes = job.source.class_indices
+        for number, batch in self._batches(job.source):
+            rows: list[dict[str, Any]] = []
+            if len(batch):
+                images = batch.images.to(self.options.device)
+                first = mask_logits(self._forward(images), classes)
+                pred = first.argmax(dim=1)
+                changed = torch.zeros(len(images), dtype=torch.bool, device=first.device)
+                diff = torch.zeros(len(images), device=first.device)
+                for _ in range(job.repeats - 1):
+                    again = mask_logits(self._forward(images), classes)
+                    changed |= again.argmax(dim=1) != pred
+                    diff = torch.maximum(diff, (again - first).abs().amax(dim=1))
+                gen = torch.Generator().manual_seed(cell_seed(self.options.seed, job.spec.condition_key(),
+                                                              int(batch.indices[0])))
+                noise = (torch.rand(images.shape, generator=gen) * 2 - 1) * job.noise_linf
+                noisy = (images + noise.to(images.device, images.dtype)).clamp(0.0, 1.0)
+                noise_changed = mask_logits(self._forward(noisy), classes).argmax(dim=1) != pred
+                rows = records_from_logits(first.cpu(), batch.labels, batch.sample_ids, batch.indices)
+                for row, c, n, d in zip(rows, changed.tolist(), noise_changed.tolist(), diff.tolist(), strict=True):
+                    row.update(pred_changed=bool(c), noise_pred_changed=bool(n), max_logit_diff=float(d))
+            parts.append(self._part(number, batch, {key: rows}))
+            self._tick(label, len(batch), total)
+        self._finish([job.spec], parts, job.source, started, {"probe": "stability"})

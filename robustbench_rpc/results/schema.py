@@ -59,7 +59,18 @@ ATTACK_COLUMNS: dict[str, str] = {
     "eot_iter": "int: forward passes averaged per gradient (expectation over transformation; 1: none)",
 }
 
-CONDITION_KINDS = ("clean", "corruption", "attack", "ood")
+#: Extra columns of the audit's stability probe (condition ``audit``, params ``probe="stability"``).
+PROBE_COLUMNS: dict[str, str] = {
+    "pred_changed": "bool: a repeated forward pass on the same clean image predicted another class",
+    "noise_pred_changed": "bool: the prediction changed under uniform noise far below the audited budgets",
+    "max_logit_diff": "float: largest absolute logit change between the repeated passes",
+}
+#: Extra column of audit check cells (condition ``audit``, params ``check=ID``): their records are the evidence.
+CHECK_COLUMNS: dict[str, str] = {
+    "flagged": "bool: this sample is evidence for the check firing (e.g. broken by FGSM but not by PGD)",
+}
+
+CONDITION_KINDS = ("clean", "corruption", "attack", "ood", "audit")
 
 
 @dataclass(frozen=True)
