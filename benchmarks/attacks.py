@@ -1,8 +1,10 @@
 """PGD-20 throughput through run_attack vs torchattacks called directly on the same model and batch.
 
 Rows: torchattacks PGD alone; torchattacks PGD plus the clean and adversarial forward passes any evaluation needs
-(the like-for-like baseline); run_attack (seeding, budget check, clamping, logits). Repetitions are interleaved and
-the median is reported. Usage: python benchmarks/attacks.py [--batch 32] [--size 32] [--reps 7] [--device cpu]
+(the like-for-like baseline); run_attack without the audit's bookkeeping (no trace, eot_iter=1: the pipeline before
+attack traces); run_attack as it runs by default (seeding, budget check, clamping, logits, the attack trace, the
+automatic-EOT stability pass and the best-iterate rule). Repetitions are interleaved and the median is reported.
+Usage: python benchmarks/attacks.py [--batch 32] [--size 32] [--reps 7] [--device cpu]
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 import torchattacks
 from torch import nn
 
-from robustbench_rpc.attacks import build_attack_spec, run_attack
+from robustbench_rpc.attacks import build_attack_spec, run_attack, runner
 from robustbench_rpc.models.attention import RPCConfig, SymmetricAttention
 
 
@@ -84,13 +86,24 @@ def main() -> None:
         with torch.no_grad():
             model(adv)
 
+    untraced_spec = build_attack_spec("pgd", "Linf", eps, steps=20, rel_stepsize=0.15, eot_iter=1)
+
+    def untraced() -> None:
+        budget = runner._pixel_budget
+        runner._pixel_budget = lambda images, spec: None  # no in-budget test: no tracer
+        try:
+            run_attack(model, images, labels, untraced_spec, seed=0)
+        finally:
+            runner._pixel_budget = budget
+
     def ours() -> None:
         run_attack(model, images, labels, spec, seed=0)
 
     runs = {
         "torchattacks PGD only": direct,
         "torchattacks PGD + clean/adv eval": direct_eval,
-        "run_attack": ours,
+        "run_attack, no trace, eot_iter=1": untraced,
+        "run_attack (traced, default)": ours,
     }
     for fn in runs.values():  # warm-up
         fn()
@@ -111,6 +124,9 @@ def main() -> None:
     for name, values in times.items():
         median = statistics.median(values)
         print(f"{name:36s} {median:9.4f} {args.batch / median:9.1f} {100 * (median / base - 1):+11.1f}%")
+    traced = statistics.median(times["run_attack (traced, default)"])
+    plain = statistics.median(times["run_attack, no trace, eot_iter=1"])
+    print(f"trace + EOT check + best iterate overhead vs the untraced pipeline: {100 * (traced / plain - 1):+.1f}%")
 
 
 if __name__ == "__main__":

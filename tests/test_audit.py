@@ -78,7 +78,8 @@ def test_honest_model_raises_no_flag(tmp_path):
     assert flagged(summary) == set(), [(r.check, r.eps, r.detail) for r in summary.results if r.status == "flag"]
     found = statuses(summary)
     for check in ("zero-gradients", "silent-success", "single-step-beats-iterative", "blackbox-beats-whitebox",
-                  "noise-beats-attack", "more-steps-helps", "incomplete-optimization", "autoattack-flags"):
+                  "noise-beats-attack", "more-steps-helps", "incomplete-optimization", "autoattack-flags",
+                  "autoattack-beats-pgd"):
         assert found[(check, 4 / 255)] == "pass" and found[(check, 8 / 255)] == "pass"
     assert found[("unstable-predictions", None)] == "pass" and found[("unbounded-not-zero", None)] == "pass"
     assert found[("transfer-beats-whitebox", 4 / 255)] == "skip"  # no PAP and no surrogate
@@ -165,3 +166,16 @@ def test_audit_of_another_models_results_is_refused(tmp_path, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "holds results of model 'symvit_digits_patch8_32'" in err and "Traceback" not in err
+
+
+def test_shipped_rpc_model_pgd_understates_autoattack(tmp_path):
+    """Measured on the shipped RPC-SymViT digits model (quick mode, seed 0): at 4/255 AutoAttack leaves 18.75% of
+    its 16 samples robust where the strongest PGD (40 steps x 2 restarts) leaves 31.25%; BPDA and transfer do not
+    beat PGD."""
+    summary = audit("rpc_symvit_digits_patch8_32", str(ASSETS / "rpc_symvit_digits.safetensors"),
+                    out=tmp_path / "rpc", eps="4/255", dataset="digits", quick=True, progress=False,
+                    checks="autoattack-beats-pgd,bpda-beats-whitebox,transfer-beats-whitebox")
+    found = statuses(summary)
+    assert found[("autoattack-beats-pgd", 4 / 255)] == "flag"
+    assert found[("bpda-beats-whitebox", 4 / 255)] == "pass"
+    assert found[("transfer-beats-whitebox", 4 / 255)] == "pass"

@@ -58,6 +58,8 @@ CHECK_LIST: tuple[CheckDefinition, ...] = (
                     per_eps=False),
     CheckDefinition("unbounded-not-zero", "PGD robust accuracy with an unbounded budget (Linf 0.5) above ~0", 5.0,
                     "% robust", per_eps=False),
+    CheckDefinition("autoattack-beats-pgd", "AutoAttack lower than the strongest PGD run: PGD's fixed step size or "
+                    "iteration budget does not suit this model, so PGD numbers understate the attack", 5.0, "points"),
     CheckDefinition("autoattack-flags", "warnings of AutoAttack's own checks (randomized or dynamic defence, zero "
                     "gradients, Square beating the gradient attacks)", 0.0, "warnings"),
 )
@@ -324,6 +326,15 @@ def check_more_steps(cells: Sequence[Cell], eps: float, threshold: float) -> Che
                 "needs a PGD cell with more steps or restarts")
 
 
+def check_autoattack_vs_pgd(cells: Sequence[Cell], eps: float, threshold: float) -> CheckResult:
+    """AutoAttack lower than the strongest PGD run on their common samples."""
+    strongest = [c for c in cells if c.name == "pgd" and not c.options.get("bpda")]
+    pgd = max(strongest, key=lambda c: int(c.options.get("steps", 0)) * int(c.options.get("restarts", 1)),
+              default=None)
+    aa = _lowest([c for c in cells if c.name == "autoattack"])
+    return _gap("autoattack-beats-pgd", eps, aa, pgd, threshold, "needs an AutoAttack and a PGD cell")
+
+
 def check_autoattack(cells: Sequence[Cell], eps: float, threshold: float) -> CheckResult:
     """AutoAttack's own warnings, kept with its cells."""
     aa = [c for c in cells if c.name == "autoattack"]
@@ -345,6 +356,7 @@ PER_EPS_CHECKS: dict[str, Callable[[Sequence[Cell], float, float], CheckResult]]
     "bpda-beats-whitebox": check_bpda,
     "noise-beats-attack": check_noise,
     "more-steps-helps": check_more_steps,
+    "autoattack-beats-pgd": check_autoattack_vs_pgd,
     "autoattack-flags": check_autoattack,
 }
 

@@ -94,7 +94,7 @@ def plan_runs(settings: AuditSettings, *, has_pap: bool, transfer: bool) -> list
     base: list[str] = []
     if s.wants("zero-gradients", "silent-success", "incomplete-optimization", "single-step-beats-iterative",
                "blackbox-beats-whitebox", "transfer-beats-whitebox", "bpda-beats-whitebox", "noise-beats-attack",
-               "more-steps-helps", "eps-not-monotone", "unbounded-not-zero"):
+               "more-steps-helps", "eps-not-monotone", "unbounded-not-zero", "autoattack-beats-pgd"):
         base.append("pgd")
     if s.wants("single-step-beats-iterative", "noise-beats-attack") and s.norm == "Linf":
         base.append("fgsm")
@@ -109,14 +109,14 @@ def plan_runs(settings: AuditSettings, *, has_pap: bool, transfer: bool) -> list
         if "square" in base:
             options["square.queries"] = s.square_queries
         runs.append(AttackRun(base, eps, options, s.limit, "reference attacks"))
-    if s.wants("more-steps-helps"):
+    if s.wants("more-steps-helps", "incomplete-optimization", "autoattack-beats-pgd"):
         runs.append(AttackRun(["pgd"], eps, {"steps": 2 * s.pgd_steps, "restarts": 2}, s.limit,
                               "PGD with twice the steps and two restarts"))
     if s.wants("bpda-beats-whitebox") and has_pap:
         runs.append(AttackRun(["pgd"], eps, {"steps": s.pgd_steps, "bpda": True}, s.limit, "PGD with BPDA for PAP"))
     if s.wants("unbounded-not-zero", "eps-not-monotone"):
         runs.append(AttackRun(["pgd"], [s.unbounded], {"steps": s.pgd_steps}, s.limit, "PGD at an unbounded budget"))
-    if s.wants("autoattack-flags"):
+    if s.wants("autoattack-flags", "autoattack-beats-pgd"):
         runs.append(AttackRun(["autoattack"], eps, {}, s.autoattack_limit or s.limit, "AutoAttack and its checks"))
     return runs
 
