@@ -30,8 +30,9 @@ from robustbench_rpc.metrics.paired import (
     mcnemar_exact,
     weighted_aupr,
 )
+from robustbench_rpc.names import ALL_CORRUPTIONS, eps_text
 from robustbench_rpc.results.schema import CellSpec
-from robustbench_rpc.results.store import ResultsStore, model_identity
+from robustbench_rpc.results.store import ResultsStore, model_identity, open_stores
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -71,18 +72,6 @@ class LoadedCell:
     spec: CellSpec
     records: pd.DataFrame
     path: Path
-
-
-def open_stores(
-    sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path],
-) -> list[ResultsStore]:
-    """Open one or several results directories read-only (a :class:`UserError` for a bad one)."""
-    if isinstance(sources, (ResultsStore, str, Path)):
-        sources = [sources]
-    stores = [s if isinstance(s, ResultsStore) else ResultsStore(Path(s), create=False) for s in sources]
-    if not stores:
-        raise UserError("No results directory was given; expected at least one.")
-    return stores
 
 
 def load_cells(stores: Iterable[ResultsStore]) -> list[LoadedCell]:
@@ -200,15 +189,6 @@ def compare_pair(
     return row
 
 
-def eps_text(eps: float | None, norm: str | None) -> str:
-    """Return an attack budget as people write it: ``4/255`` for L-infinity, the plain number otherwise."""
-    if eps is None or (isinstance(eps, float) and np.isnan(eps)):
-        return ""
-    if str(norm or "").lower() in ("linf", "l_inf", "inf", ""):
-        return f"{float(eps) * 255:.4g}/255"
-    return f"{float(eps):.4g}"
-
-
 def cell_text(spec: CellSpec) -> str:
     """Return a short readable name of a cell, e.g. ``imagenet-c fog s3`` or ``imagenet pgd Linf 4/255``."""
     params = dict(spec.params)
@@ -229,11 +209,9 @@ def cell_text(spec: CellSpec) -> str:
 
 
 def _sort_key(spec: CellSpec) -> tuple[Any, ...]:
-    from robustbench_rpc.results.views import CORRUPTION_ORDER
-
     params = spec.params
     name = str(params.get("name", ""))
-    rank = CORRUPTION_ORDER.index(name) if name in CORRUPTION_ORDER else len(CORRUPTION_ORDER)
+    rank = ALL_CORRUPTIONS.index(name) if name in ALL_CORRUPTIONS else len(ALL_CORRUPTIONS)
     return (
         _CONDITION_ORDER.get(spec.condition, 9),
         spec.dataset,
@@ -323,28 +301,20 @@ def compare(
     return compare_cells(load_cells(open_stores(sources)), baseline, resamples, seed, level)
 
 
-def comparison_display(frame: pd.DataFrame, digits: int = 2, level: float = 0.95) -> pd.DataFrame:
-    """Return the human-readable comparison: cell, metric, model, n, both values, difference, interval, p."""
-    import pandas as pd
+def report_comparison(
+    stores: list[ResultsStore], baseline: str | None, resamples: int, seed: int, level: float = 0.95
+) -> tuple[str, pd.DataFrame | str]:
+    """Return the baseline label and the comparison frame for a report, or the sentence saying why there is none.
 
-    baseline = str(frame["baseline"].iloc[0]) if len(frame) else "baseline"
-
-    def signed(value: float) -> str:
-        return "-" if pd.isna(value) else f"{value:+.{digits}f}"
-
-    return pd.DataFrame(
-        {
-            "cell": frame["cell"],
-            "metric": frame["metric"],
-            "model": frame["model"],
-            "n": frame["n"],
-            f"{baseline} (baseline)": frame["baseline_value"],
-            "model value": frame["model_value"],
-            "diff (points)": [signed(v) for v in frame["diff"]],
-            f"{level * 100:g}% CI": [
-                f"[{signed(lo)}, {signed(hi)}]"
-                for lo, hi in zip(frame["ci_low"], frame["ci_high"], strict=True)
-            ],
-            "McNemar p": ["-" if pd.isna(p) else f"{p:.3g}" for p in frame["p_value"]],
-        }
-    )
+    A wrong ``baseline`` is an error (:class:`UserError`), not a sentence; one model, or models that share no
+    cell, give the sentence.
+    """
+    cells = load_cells(stores)
+    labels = list(dict.fromkeys(cell.label for cell in cells))
+    base = resolve_baseline(labels, baseline)
+    if len(labels) < 2:
+        return base, f"Only one model ({base}) is in the results; there is nothing to compare."
+    try:
+        return base, compare_cells(cells, base, resamples, seed, level)
+    except UserError as exc:
+        return base, str(exc)
