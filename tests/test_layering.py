@@ -15,6 +15,7 @@ reporting       base, metrics: views, exports, plots, the report; functions of t
                 so reporting never opens a store and imports nothing of results (nor results of reporting)
 engine          base, metrics, lower, results (the record schema)
 api             base, metrics, lower, results, reporting, engine: ``api`` and ``reports``
+audit           everything below and api (its checks run as ordinary cells through api)
 demo            everything but cli
 cli             everything (``cli`` and ``__main__``)
 ==============  ============================================================================================
@@ -50,6 +51,7 @@ LAYER_OF = {
     "engine": "engine",
     "api": "api",
     "reports": "api",
+    "audit": "audit",
     "demo": "demo",
     "cli": "cli",
     "__main__": "cli",
@@ -64,8 +66,9 @@ ALLOWED = {
     "reporting": {"base", "metrics", "reporting"},
     "engine": {"base", "metrics", "lower", "results", "engine"},
     "api": _BELOW_API,
-    "demo": _BELOW_API | {"demo"},
-    "cli": _BELOW_API | {"demo", "cli"},
+    "audit": _BELOW_API | {"audit"},
+    "demo": _BELOW_API | {"audit", "demo"},
+    "cli": _BELOW_API | {"audit", "demo", "cli"},
 }
 #: Importers exempt from the rules (see the module docstring).
 EXEMPT = {PACKAGE}
@@ -153,6 +156,7 @@ def test_no_import_goes_up_the_layers() -> None:
         ("robustbench_rpc.data.registry", "from robustbench_rpc import demo\n"),
         ("robustbench_rpc.models.fan", "from ..engine import runner\n"),
         ("robustbench_rpc.api", "from robustbench_rpc.cli.app import main\n"),
+        ("robustbench_rpc.api", "from robustbench_rpc.audit import audit\n"),
         ("robustbench_rpc.names", "from robustbench_rpc.metrics import ood\n"),
     ],
 )
