@@ -1,6 +1,12 @@
-"""The one list of ImageNet-C corruption names, shared by every subpackage (no heavy imports here)."""
+"""The shared names, one for one thing: ImageNet-C corruptions, dataset families, how a budget is written.
+
+Importable from every subpackage (no heavy imports here): the data, the results' tidy frame and reporting's views
+and report all use these, so a name is spelt once.
+"""
 
 from __future__ import annotations
+
+import math
 
 #: The 15 standard corruptions (mCE is computed over these), in the order of the ImageNet-C paper.
 STANDARD_CORRUPTIONS: tuple[str, ...] = (
@@ -23,3 +29,23 @@ CORRUPTION_GROUPS: dict[str, tuple[str, ...]] = {
 }
 #: Corruption name -> its group.
 GROUP_OF: dict[str, str] = {name: group for group, names in CORRUPTION_GROUPS.items() for name in names}
+
+#: Condition of the per-model ImageNet-C summary rows of the tidy table.
+SUMMARY_CONDITION = "imagenet-c-summary"
+#: Datasets with a column of their own in the paper view (after :func:`dataset_family` normalisation).
+SHIFT_DATASETS = ("imagenet-c", "imagenet-r", "imagenet-a", "imagenet-o")
+
+
+def dataset_family(name: str) -> str:
+    """Return ``imagenet-c``/``-r``/``-a``/``-o`` for those datasets (any spelling), else ``clean``."""
+    canonical = str(name).lower().replace("_", "-").replace(" ", "-")
+    return canonical if canonical in SHIFT_DATASETS else "clean"
+
+
+def eps_text(eps: float | None, norm: str | None) -> str:
+    """Return an attack budget as people write it: ``4/255`` for L-infinity, the plain number otherwise."""
+    if eps is None or (isinstance(eps, float) and math.isnan(eps)):
+        return ""
+    if str(norm or "").lower() in ("linf", "l_inf", "inf", ""):
+        return f"{float(eps) * 255:.4g}/255"
+    return f"{float(eps):.4g}"

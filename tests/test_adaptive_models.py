@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import robustbench_rpc
-from robustbench_rpc.demo.digits import load_digits_split
+from robustbench_rpc.data.digits import load_digits_split
 from robustbench_rpc.demo.train import embedded_checkpoint
 from robustbench_rpc.errors import UserError
 from robustbench_rpc.models.adaptive import (

@@ -1,32 +1,20 @@
-"""The embedded demo: digits data, shipped checkpoints (accuracy as stated), training, the demo end to end."""
+"""The embedded demo: shipped checkpoints (accuracy as stated), training, the demo end to end."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-import torch
 from safetensors import safe_open
 
 import robustbench_rpc
 from robustbench_rpc.cli.app import main
-from robustbench_rpc.demo.digits import load_digits_split
+from robustbench_rpc.data.digits import load_digits_split
 from robustbench_rpc.demo.train import SHIPPED, TrainConfig, accuracy, embedded_checkpoint, train_digits_model
 from robustbench_rpc.results.store import ResultsStore
 
 #: Test accuracy of the shipped checkpoints, as stated in the README.
 SHIPPED_TOP1 = {"symvit": 98.44, "rpc_symvit": 95.33}
-
-
-def test_digits_split_is_fixed_and_real():
-    train, test = load_digits_split("train"), load_digits_split("test")
-    assert (len(train), len(test)) == (1347, 450)
-    assert set(train.indices).isdisjoint(test.indices)
-    assert test.images.shape == (450, 3, 32, 32) and test.images.dtype == torch.float32
-    assert float(test.images.min()) >= 0.0 and float(test.images.max()) <= 1.0
-    whole = torch.bincount(torch.cat([train.labels, test.labels]))
-    assert (torch.bincount(test.labels) - whole.float() * 0.25).abs().max() <= 1  # stratified
-    assert load_digits_split("test").fingerprint() == test.fingerprint()
 
 
 @pytest.mark.parametrize("kind", list(SHIPPED))

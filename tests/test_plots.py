@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from robustbench_rpc.cli.compare import plot_command
 from robustbench_rpc.errors import UserError
-from robustbench_rpc.results.plots import attack_figures, make_figures, write_plots
+from robustbench_rpc.reporting.plots import attack_figures, make_figures, write_plots
 from robustbench_rpc.results.store import ResultsStore
 from robustbench_rpc.results.tidy import tidy
 

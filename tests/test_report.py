@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from robustbench_rpc.cli.compare import report_command
 from robustbench_rpc.errors import UserError
-from robustbench_rpc.results.report import robustbench_entries, write_report, write_robustbench
+from robustbench_rpc.reporting.report import robustbench_entries
+from robustbench_rpc.reports import write_report, write_robustbench
 from robustbench_rpc.results.store import ResultsStore
 from robustbench_rpc.results.tidy import tidy
 

@@ -12,10 +12,10 @@ import pytest
 from test_results_helpers import PROVENANCE, SHA_A, classification_records, spec, write_model
 
 from robustbench_rpc.errors import UserError
-from robustbench_rpc.results.exports import export, latex_escape
+from robustbench_rpc.reporting.exports import export, latex_escape
+from robustbench_rpc.reporting.views import build_view
 from robustbench_rpc.results.store import ResultsStore
 from robustbench_rpc.results.tidy import TIDY_COLUMNS, tidy
-from robustbench_rpc.results.views import build_view
 
 A, B = "symvit_tiny", "rpc_symvit_tiny"
 

@@ -51,8 +51,9 @@ def compare_command(
     seed: Seed = 0,
 ) -> None:
     """Compare models side by side on every shared cell: values, differences, bootstrap CIs, McNemar p."""
-    from robustbench_rpc.results.compare import compare, comparison_display
-    from robustbench_rpc.results.exports import check_output_path, export, print_table
+    from robustbench_rpc.reporting.comparison import comparison_display
+    from robustbench_rpc.reporting.exports import check_output_path, export, print_table
+    from robustbench_rpc.results.compare import compare
 
     _check_choice(format, COMPARE_FORMATS, "format")
     if out is None and format == "parquet":
@@ -81,8 +82,8 @@ def plot_command(
     ] = "png,svg",
 ) -> None:
     """Plot robust accuracy against budget per attack, accuracy per corruption and against severity."""
-    from robustbench_rpc.results.compare import open_stores
-    from robustbench_rpc.results.plots import check_formats, write_plots
+    from robustbench_rpc.reporting.plots import check_formats, write_plots
+    from robustbench_rpc.results.store import open_stores
     from robustbench_rpc.results.tidy import tidy
 
     image_formats = check_formats(formats.split(","))
@@ -112,7 +113,7 @@ def report_command(
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write and link the plots.")] = True,
 ) -> None:
     """Write a Markdown report (provenance, tables, comparisons, plots) or leaderboard-style JSON entries."""
-    from robustbench_rpc.results.report import write_report, write_robustbench
+    from robustbench_rpc.reports import write_report, write_robustbench
 
     _check_choice(format, REPORT_FORMATS, "report format")
     if format == "robustbench":

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from robustbench_rpc.results.exports import FORMATS as FORMAT_NAMES
-from robustbench_rpc.results.views import VIEWS
+from robustbench_rpc.reporting.exports import FORMATS as FORMAT_NAMES
+from robustbench_rpc.reporting.views import VIEWS
 
 VIEW_NAMES = tuple(VIEWS)
 
@@ -29,9 +29,9 @@ def table_command(
     ] = None,
 ) -> None:
     """Print or write a table of results: the paper's main table, corruptions, severities, attacks or tidy rows."""
-    from robustbench_rpc.results.exports import check_format, check_output_path, export, print_table
+    from robustbench_rpc.reporting.exports import check_format, check_output_path, export, print_table
+    from robustbench_rpc.reporting.views import build_view, check_view
     from robustbench_rpc.results.tidy import tidy
-    from robustbench_rpc.results.views import build_view, check_view
 
     check_view(view)
     if format is None:

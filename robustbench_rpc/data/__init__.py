@@ -1,8 +1,10 @@
 """Datasets: ImageNet val, ImageNet-C (released layout), ImageNet-A/R/O (200-class masks), any wnid ImageFolder.
 
-Every dataset is an :class:`ImageListDataset` of (file, canonical label) whose items are :class:`LoadedSample`;
-use :func:`collate` (or ``dataset.loader(...)``) to get :class:`Batch` objects and :class:`LoadReport` to
-count skipped or converted files. Labels always come from the sorted list of the 1000 ImageNet synsets.
+Every file-backed dataset is an :class:`ImageListDataset` of (file, canonical label) whose items are
+:class:`LoadedSample`; use :func:`collate` (or ``dataset.loader(...)``) to get :class:`Batch` objects and
+:class:`LoadReport` to count skipped or converted files. Labels always come from the sorted list of the 1000
+ImageNet synsets. The embedded digits (scikit-learn's handwritten digits, used by the demo) are in
+:mod:`robustbench_rpc.data.digits`.
 """
 
 from __future__ import annotations

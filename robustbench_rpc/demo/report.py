@@ -15,9 +15,11 @@ DEMO_NOTE = (
 
 def write_demo_outputs(result: DemoResult, console: Any) -> None:
     """Print the demo's tables and comparison, write plots and ``report.md`` into the demo's output folder."""
-    from robustbench_rpc.results.compare import compare, comparison_display
-    from robustbench_rpc.results.exports import atomic_write_bytes, to_markdown, to_rich_table
-    from robustbench_rpc.results.report import write_report
+    from robustbench_rpc.atomic import atomic_write_bytes
+    from robustbench_rpc.reporting.comparison import comparison_display
+    from robustbench_rpc.reporting.exports import to_markdown, to_rich_table
+    from robustbench_rpc.reports import write_report
+    from robustbench_rpc.results.compare import compare
 
     tables = result.tables
     console.print(to_rich_table(tables["summary"].reset_index(), "Clean and corrupted digits (top-1 %)"))

@@ -119,8 +119,8 @@ def demo_tables(model_dirs: list[Path]) -> dict[str, Any]:
     """Return the demo's tables: clean and corrupted accuracy with an mCE relative to SymViT, and the attacks."""
     import pandas as pd
 
+    from robustbench_rpc.reporting.views import build_view
     from robustbench_rpc.results.tidy import tidy
-    from robustbench_rpc.results.views import build_view
 
     frame = tidy(model_dirs)
     tables: dict[str, Any] = {"tidy": frame}

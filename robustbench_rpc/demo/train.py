@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from robustbench_rpc.demo.digits import DigitsSplit, load_digits_split
+from robustbench_rpc.data.digits import DigitsSplit, load_digits_split
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "checkpoints"
 

@@ -117,7 +117,7 @@ def resize_to(size: tuple[int, int], interpolation: str) -> Callable[[Tensor], T
 
 def digits_source(split: str = "test", limit: int | None = None) -> TensorSource:
     """Return the embedded digits split as a batch source."""
-    from robustbench_rpc.demo.digits import load_digits_split
+    from robustbench_rpc.data.digits import load_digits_split
 
     data = load_digits_split(split)
     source = TensorSource("digits", data.images, data.labels, data.sample_ids(), data.fingerprint(), num_classes=10)

@@ -1,7 +1,8 @@
 """Metrics: pure functions of per-sample records (see ``robustbench_rpc.results.schema``) or of arrays.
 
 No I/O and no model: accuracy (top-1/top-5), ImageNet-C CE / mCE / relative mCE (AlexNet-normalized), OOD
-detection (AUPR, AUROC, FPR at 95% TPR) and calibration (RMS calibration error, ECE, AURRA).
+detection (AUPR, AUROC, FPR at 95% TPR), calibration (RMS calibration error, ECE, AURRA) and paired statistics of
+two models on the same samples (McNemar's exact test, paired bootstrap intervals, weighted AUPR).
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from robustbench_rpc.metrics.corruption import (
     relative_mce,
 )
 from robustbench_rpc.metrics.ood import aupr, auroc, fpr_at_tpr, ood_metrics
+from robustbench_rpc.metrics.paired import (
+    bootstrap_accuracy_difference,
+    bootstrap_aupr_difference,
+    mcnemar_exact,
+    weighted_aupr,
+)
 
 __all__ = [
     "STANDARD_CORRUPTIONS",
@@ -30,6 +37,8 @@ __all__ = [
     "aupr",
     "auroc",
     "aurra",
+    "bootstrap_accuracy_difference",
+    "bootstrap_aupr_difference",
     "calibration_metrics",
     "corruption_errors",
     "corruption_summary",
@@ -40,6 +49,7 @@ __all__ = [
     "fpr_at_tpr",
     "load_alexnet_errors",
     "mce",
+    "mcnemar_exact",
     "mean_errors",
     "ood_metrics",
     "relative_corruption_errors",
@@ -48,4 +58,5 @@ __all__ = [
     "top1",
     "top5",
     "topk_correct",
+    "weighted_aupr",
 ]

@@ -7,10 +7,9 @@ over the labelled samples; attack: robust top-1, i.e. ``correct1`` of the advers
 paired bootstrap interval of the difference and McNemar's exact test; out-of-distribution cells (records with
 ``is_ood`` and ``ood_score``) compare AUPR with a paired bootstrap over samples (no McNemar test).
 
-The statistics are pure numpy/scipy functions of per-sample arrays. The accuracy bootstrap draws multinomial
-counts of the three kinds of pairs (cost independent of the sample count); the AUPR bootstrap draws sample
-indices in chunks so that a large cell with 2 000 resamples never holds more than about four million indices
-at once.
+The statistics are pure functions of per-sample arrays in :mod:`robustbench_rpc.metrics.paired`; this module
+reads the stores, pairs the records and builds the comparison frame (:data:`COMPARISON_COLUMNS`), which
+:func:`robustbench_rpc.reporting.comparison.comparison_display` turns into the table people read.
 """
 
 from __future__ import annotations
@@ -24,144 +23,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from robustbench_rpc.errors import UserError, did_you_mean
+from robustbench_rpc.metrics.paired import (
+    DEFAULT_RESAMPLES,
+    bootstrap_accuracy_difference,
+    bootstrap_aupr_difference,
+    mcnemar_exact,
+    weighted_aupr,
+)
+from robustbench_rpc.names import ALL_CORRUPTIONS, eps_text
 from robustbench_rpc.results.schema import CellSpec
-from robustbench_rpc.results.store import ResultsStore, model_identity
+from robustbench_rpc.results.store import ResultsStore, model_identity, open_stores
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-
-#: Resamples of the paired bootstrap unless told otherwise.
-DEFAULT_RESAMPLES = 2000
-#: Largest resamples x samples block drawn at once.
-_CHUNK_ELEMENTS = 1 << 22
-
-
-def _bool_array(values: Any, what: str) -> np.ndarray:
-    array = np.asarray(values)
-    if array.ndim != 1:
-        raise ValueError(f"{what} must be one-dimensional, got shape {array.shape}")
-    return array.astype(bool)
-
-
-def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
-    if len(a) != len(b):
-        raise ValueError(f"paired arrays differ in length ({len(a)} and {len(b)})")
-    if len(a) == 0:
-        raise ValueError("paired statistics need at least one sample")
-
-
-def mcnemar_exact(baseline_correct: Any, model_correct: Any) -> float:
-    """Return the two-sided exact McNemar p-value: a binomial test (p = 1/2) on the discordant pairs."""
-    from scipy.stats import binom
-
-    base = _bool_array(baseline_correct, "baseline_correct")
-    model = _bool_array(model_correct, "model_correct")
-    _check_pair(base, model)
-    only_base = int(np.sum(base & ~model))
-    only_model = int(np.sum(~base & model))
-    discordant = only_base + only_model
-    if discordant == 0:
-        return 1.0
-    return float(min(1.0, 2.0 * binom.cdf(min(only_base, only_model), discordant, 0.5)))
-
-
-def _resample_chunks(n: int, resamples: int, seed: int) -> Any:
-    """Yield blocks of bootstrap indices of shape [chunk, n] from one seeded generator."""
-    rng = np.random.default_rng(seed)
-    chunk = max(1, min(resamples, _CHUNK_ELEMENTS // max(n, 1)))
-    done = 0
-    while done < resamples:
-        size = min(chunk, resamples - done)
-        yield rng.integers(0, n, size=(size, n))
-        done += size
-
-
-def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    finite = samples[np.isfinite(samples)]
-    if finite.size == 0:
-        return float("nan"), float("nan")
-    tail = 100.0 * (1.0 - level) / 2.0
-    low, high = np.percentile(finite, [tail, 100.0 - tail])
-    return float(low), float(high)
-
-
-def bootstrap_accuracy_difference(
-    baseline_correct: Any,
-    model_correct: Any,
-    resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
-    level: float = 0.95,
-) -> tuple[float, float]:
-    """Return the percentile bootstrap interval of accuracy(model) - accuracy(baseline), in points (%).
-
-    The per-sample difference takes only the values +1 (only the model right), -1 (only the baseline
-    right) and 0, so the difference of a resample of n pairs depends only on how many of each it drew: a
-    multinomial draw with the observed proportions has exactly the distribution of resampling the pairs, at
-    O(resamples) cost instead of O(resamples x n).
-    """
-    base = _bool_array(baseline_correct, "baseline_correct")
-    model = _bool_array(model_correct, "model_correct")
-    _check_pair(base, model)
-    n = len(base)
-    only_model = int(np.sum(model & ~base))
-    only_base = int(np.sum(base & ~model))
-    proportions = np.array([only_model, only_base, n - only_model - only_base], dtype=float) / n
-    counts = np.random.default_rng(seed).multinomial(n, proportions, size=resamples)
-    diffs = (counts[:, 0] - counts[:, 1]) / n
-    return _interval(diffs * 100.0, level)
-
-
-def weighted_aupr(is_ood: Any, score: Any, weights: Any) -> np.ndarray:
-    """Return the average precision (OOD positive) for each row of sample ``weights`` [B, n].
-
-    Integer weights give the AUPR of the sample repeated that many times, so a bootstrap resample is a row of
-    counts; the definition is that of :func:`robustbench_rpc.metrics.ood.aupr` (step-wise, ties grouped). Rows
-    without positives or without negatives give NaN.
-    """
-    positive = np.asarray(is_ood).astype(bool)
-    values = np.asarray(score, dtype=float)
-    w = np.atleast_2d(np.asarray(weights, dtype=float))
-    order = np.argsort(-values, kind="mergesort")
-    sorted_values = values[order]
-    w = w[:, order]
-    pos = positive[order]
-    last_of_tie = np.r_[np.nonzero(np.diff(sorted_values))[0], len(sorted_values) - 1]
-    tps = np.cumsum(w * pos, axis=1)[:, last_of_tie]
-    fps = np.cumsum(w * ~pos, axis=1)[:, last_of_tie]
-    total_pos = tps[:, -1:]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tps + fps > 0, tps / (tps + fps), 0.0)
-        recall = tps / total_pos
-    steps = np.diff(np.concatenate([np.zeros((len(w), 1)), recall], axis=1), axis=1)
-    ap = np.sum(steps * precision, axis=1)
-    ap[(total_pos[:, 0] == 0) | (fps[:, -1] == 0)] = np.nan
-    return ap
-
-
-def bootstrap_aupr_difference(
-    is_ood: Any,
-    baseline_score: Any,
-    model_score: Any,
-    resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
-    level: float = 0.95,
-) -> tuple[float, float]:
-    """Return the paired percentile bootstrap interval of AUPR(model) - AUPR(baseline), in points (%)."""
-    positive = _bool_array(is_ood, "is_ood")
-    base = np.asarray(baseline_score, dtype=float)
-    model = np.asarray(model_score, dtype=float)
-    _check_pair(positive, base)
-    _check_pair(positive, model)
-    n = len(positive)
-    diffs = []
-    for idx in _resample_chunks(n, resamples, seed):
-        flat = (idx + n * np.arange(len(idx))[:, None]).ravel()
-        counts = np.bincount(flat, minlength=idx.size).reshape(idx.shape)
-        diffs.append(weighted_aupr(positive, model, counts) - weighted_aupr(positive, base, counts))
-    return _interval(np.concatenate(diffs) * 100.0, level)
-
 
 # ------------------------------------------------------------------------------------------ cells and pairing
 #: Record columns a comparison reads.
@@ -198,18 +72,6 @@ class LoadedCell:
     spec: CellSpec
     records: pd.DataFrame
     path: Path
-
-
-def open_stores(
-    sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path],
-) -> list[ResultsStore]:
-    """Open one or several results directories read-only (a :class:`UserError` for a bad one)."""
-    if isinstance(sources, (ResultsStore, str, Path)):
-        sources = [sources]
-    stores = [s if isinstance(s, ResultsStore) else ResultsStore(Path(s), create=False) for s in sources]
-    if not stores:
-        raise UserError("No results directory was given; expected at least one.")
-    return stores
 
 
 def load_cells(stores: Iterable[ResultsStore]) -> list[LoadedCell]:
@@ -327,15 +189,6 @@ def compare_pair(
     return row
 
 
-def eps_text(eps: float | None, norm: str | None) -> str:
-    """Return an attack budget as people write it: ``4/255`` for L-infinity, the plain number otherwise."""
-    if eps is None or (isinstance(eps, float) and np.isnan(eps)):
-        return ""
-    if str(norm or "").lower() in ("linf", "l_inf", "inf", ""):
-        return f"{float(eps) * 255:.4g}/255"
-    return f"{float(eps):.4g}"
-
-
 def cell_text(spec: CellSpec) -> str:
     """Return a short readable name of a cell, e.g. ``imagenet-c fog s3`` or ``imagenet pgd Linf 4/255``."""
     params = dict(spec.params)
@@ -356,11 +209,9 @@ def cell_text(spec: CellSpec) -> str:
 
 
 def _sort_key(spec: CellSpec) -> tuple[Any, ...]:
-    from robustbench_rpc.results.views import CORRUPTION_ORDER
-
     params = spec.params
     name = str(params.get("name", ""))
-    rank = CORRUPTION_ORDER.index(name) if name in CORRUPTION_ORDER else len(CORRUPTION_ORDER)
+    rank = ALL_CORRUPTIONS.index(name) if name in ALL_CORRUPTIONS else len(ALL_CORRUPTIONS)
     return (
         _CONDITION_ORDER.get(spec.condition, 9),
         spec.dataset,
@@ -450,28 +301,20 @@ def compare(
     return compare_cells(load_cells(open_stores(sources)), baseline, resamples, seed, level)
 
 
-def comparison_display(frame: pd.DataFrame, digits: int = 2, level: float = 0.95) -> pd.DataFrame:
-    """Return the human-readable comparison: cell, metric, model, n, both values, difference, interval, p."""
-    import pandas as pd
+def report_comparison(
+    stores: list[ResultsStore], baseline: str | None, resamples: int, seed: int, level: float = 0.95
+) -> tuple[str, pd.DataFrame | str]:
+    """Return the baseline label and the comparison frame for a report, or the sentence saying why there is none.
 
-    baseline = str(frame["baseline"].iloc[0]) if len(frame) else "baseline"
-
-    def signed(value: float) -> str:
-        return "-" if pd.isna(value) else f"{value:+.{digits}f}"
-
-    return pd.DataFrame(
-        {
-            "cell": frame["cell"],
-            "metric": frame["metric"],
-            "model": frame["model"],
-            "n": frame["n"],
-            f"{baseline} (baseline)": frame["baseline_value"],
-            "model value": frame["model_value"],
-            "diff (points)": [signed(v) for v in frame["diff"]],
-            f"{level * 100:g}% CI": [
-                f"[{signed(lo)}, {signed(hi)}]"
-                for lo, hi in zip(frame["ci_low"], frame["ci_high"], strict=True)
-            ],
-            "McNemar p": ["-" if pd.isna(p) else f"{p:.3g}" for p in frame["p_value"]],
-        }
-    )
+    A wrong ``baseline`` is an error (:class:`UserError`), not a sentence; one model, or models that share no
+    cell, give the sentence.
+    """
+    cells = load_cells(stores)
+    labels = list(dict.fromkeys(cell.label for cell in cells))
+    base = resolve_baseline(labels, baseline)
+    if len(labels) < 2:
+        return base, f"Only one model ({base}) is in the results; there is nothing to compare."
+    try:
+        return base, compare_cells(cells, base, resamples, seed, level)
+    except UserError as exc:
+        return base, str(exc)

@@ -25,10 +25,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from robustbench_rpc.atomic import atomic_write_bytes
 from robustbench_rpc.errors import UserError
 from robustbench_rpc.results.parts import StoredPart, assemble_cell, missing_indices
 from robustbench_rpc.results.provenance import package_versions
-from robustbench_rpc.results.store import ResultsStore, atomic_write_bytes
+from robustbench_rpc.results.store import ResultsStore
 
 
 @dataclass

@@ -1,8 +1,13 @@
-"""Provenance of a run: software versions, machine, device, seeds, checkpoint digest, dataset fingerprint."""
+"""Provenance of a run: software versions, machine, device, seeds, checkpoint digest, dataset fingerprint.
+
+:func:`collect_provenance` records it when a run starts; :func:`model_provenance` reads it back from results
+directories, per model, for the report.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import socket
@@ -11,7 +16,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from robustbench_rpc.results.store import ResultsStore
 
 #: Distributions whose versions go into every provenance record.
 TRACKED_PACKAGES = ("robustbench-rpc", "torch", "torchvision", "timm", "torchattacks", "pyautoattack", "numpy")
@@ -94,3 +102,40 @@ def collect_provenance(
         "dataset": dict(dataset_fingerprint),
         **extra,
     }
+
+
+def model_provenance(stores: list[ResultsStore]) -> dict[str, dict[str, Any]]:
+    """Return, per model label, its identity, results directories and the provenance of each of its runs.
+
+    A run's provenance is its ``runs/<run id>.json`` merged with the provenance stored in its cell files (the
+    cell's own values win); runs are listed oldest first with the datasets and the number of cells they wrote.
+    """
+    from robustbench_rpc.results.store import model_identity
+    from robustbench_rpc.results.tidy import model_labels
+
+    cells = []
+    for store in stores:
+        run_files = {run.get("run_id"): run for run in store.runs()}
+        for cell in store.cell_files():
+            cells.append((store, cell, run_files))
+    labels = model_labels([model_identity(cell.spec) for _, cell, _ in cells])
+    models: dict[str, dict[str, Any]] = {}
+    for (store, cell, run_files), label in zip(cells, labels, strict=True):
+        entry = models.setdefault(label, {**model_identity(cell.spec), "results_dirs": [], "runs": {}})
+        if str(store.root) not in entry["results_dirs"]:
+            entry["results_dirs"].append(str(store.root))
+        run_id = cell.meta.get("run_id")
+        provenance = {**run_files.get(run_id, {}), **(cell.meta.get("provenance") or {})}
+        key = run_id or json.dumps(provenance, sort_keys=True, default=str)
+        run = entry["runs"].setdefault(
+            key, {"run_id": run_id, "provenance": provenance, "datasets": [], "cells": 0}
+        )
+        run["cells"] += 1
+        if cell.spec.dataset not in run["datasets"]:
+            run["datasets"].append(cell.spec.dataset)
+        fingerprint = (cell.meta.get("extra") or {}).get("dataset_fingerprint")
+        if isinstance(fingerprint, dict):  # the engine also stores each cell's dataset fingerprint
+            run.setdefault("cell_fingerprints", {}).setdefault(cell.spec.dataset, fingerprint)
+    for entry in models.values():
+        entry["runs"] = sorted(entry["runs"].values(), key=lambda r: str(r["provenance"].get("time") or ""))
+    return models

@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from robustbench_rpc.atomic import TEMP_PREFIX, atomic_write, atomic_write_bytes
 from robustbench_rpc.errors import UserError
 from robustbench_rpc.results.schema import BASE_COLUMNS, SCHEMA_VERSION, CellSpec
 
@@ -41,7 +41,6 @@ if TYPE_CHECKING:  # pragma: no cover
 RESULTS_FORMAT = "robustbench-rpc-results"
 #: Key of the JSON blob in each cell file's Parquet key-value metadata.
 METADATA_KEY = b"robustbench_rpc"
-TEMP_PREFIX = ".tmp-"
 #: A temporary file untouched for this long belongs to a dead writer and is removed.
 STALE_TEMP_SECONDS = 60.0
 
@@ -52,42 +51,6 @@ class CorruptCellWarning(UserWarning):
 
 class CorruptCellError(UserError):
     """A cell file that was asked for explicitly is corrupt."""
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Flush a directory entry (the rename) to disk where the platform allows it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, fsync it and rename it to ``path``."""
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -472,6 +435,18 @@ class ResultsStore:
 
     def __repr__(self) -> str:
         return f"ResultsStore({str(self.root)!r})"
+
+
+def open_stores(
+    sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path],
+) -> list[ResultsStore]:
+    """Open one or several results directories read-only (a :class:`UserError` for a bad one)."""
+    if isinstance(sources, (ResultsStore, str, Path)):
+        sources = [sources]
+    stores = [s if isinstance(s, ResultsStore) else ResultsStore(Path(s), create=False) for s in sources]
+    if not stores:
+        raise UserError("No results directory was given; expected at least one.")
+    return stores
 
 
 def part_suffix(index: int, count: int) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robustbench_rpc.errors import UserError
+from robustbench_rpc.names import SUMMARY_CONDITION, dataset_family
 from robustbench_rpc.results.schema import CellSpec
 from robustbench_rpc.results.store import ResultsStore, model_identity
 
@@ -42,8 +43,6 @@ TIDY_COLUMNS = (
     "cell_key",
     "results_dir",
 )
-#: Condition of the per-model ImageNet-C summary rows.
-SUMMARY_CONDITION = "imagenet-c-summary"
 #: Record columns the metrics read (others, e.g. ``top5``, are not loaded).
 METRIC_COLUMNS = [
     "label",
@@ -61,14 +60,6 @@ METRIC_COLUMNS = [
 ]
 #: Params that are coordinates of their own; every other param goes into ``variant``.
 COORDINATE_PARAMS = ("name", "severity", "norm", "eps")
-#: Datasets with a column of their own in the paper view (after :func:`dataset_family` normalisation).
-SHIFT_DATASETS = ("imagenet-c", "imagenet-r", "imagenet-a", "imagenet-o")
-
-
-def dataset_family(name: str) -> str:
-    """Return ``imagenet-c``/``-r``/``-a``/``-o`` for those datasets (any spelling), else ``clean``."""
-    canonical = str(name).lower().replace("_", "-").replace(" ", "-")
-    return canonical if canonical in SHIFT_DATASETS else "clean"
 
 
 def _percent(values: Any) -> float:

@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from robustbench_rpc.atomic import atomic_write, atomic_write_bytes
 from robustbench_rpc.errors import UserError, did_you_mean
-from robustbench_rpc.results.store import atomic_write, atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

@@ -11,8 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from robustbench_rpc.errors import UserError, did_you_mean
-from robustbench_rpc.names import ALL_CORRUPTIONS
-from robustbench_rpc.results.tidy import SUMMARY_CONDITION, dataset_family
+from robustbench_rpc.names import ALL_CORRUPTIONS, SUMMARY_CONDITION, dataset_family
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

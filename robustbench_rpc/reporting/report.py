@@ -3,7 +3,9 @@
 The report has the sections Provenance (per model: versions, device, seed, checkpoint SHA-256, dataset
 fingerprints, command line of every run), Paper table, Corruptions, Attacks, Comparisons (against a baseline,
 with paired bootstrap intervals and McNemar tests) and Plots (PNG files written into ``<report stem>_plots/``
-next to the report and linked relatively).
+next to the report and linked relatively). Every function here takes what was read from the results directories (a
+tidy table, the models' provenance, a comparison frame) and returns text or writes output files; opening the
+directories is :mod:`robustbench_rpc.reports`' job (``write_report``, ``write_robustbench``).
 
 :func:`robustbench_entries` returns one JSON object per model. Fields shared with RobustBench's ``model_info``
 files keep RobustBench's names and string formatting (two decimals, eps as ``"4/255"``):
@@ -28,18 +30,18 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from robustbench_rpc.atomic import atomic_write_bytes
 from robustbench_rpc.errors import UserError
-from robustbench_rpc.results.store import ResultsStore, atomic_write_bytes, model_identity
+from robustbench_rpc.names import SUMMARY_CONDITION, dataset_family, eps_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-Sources = ResultsStore | str | Path | Iterable[ResultsStore | str | Path]
 REPORT_FORMATS = ("md", "robustbench")
 
 
@@ -73,42 +75,6 @@ def dataset_fingerprints(provenance: dict[str, Any], datasets: list[str]) -> dic
     return {" / ".join(datasets) or "dataset": value}
 
 
-def model_provenance(stores: list[ResultsStore]) -> dict[str, dict[str, Any]]:
-    """Return, per model label, its identity, results directories and the provenance of each of its runs.
-
-    A run's provenance is its ``runs/<run id>.json`` merged with the provenance stored in its cell files (the
-    cell's own values win); runs are listed oldest first with the datasets and the number of cells they wrote.
-    """
-    from robustbench_rpc.results.tidy import model_labels
-
-    cells = []
-    for store in stores:
-        run_files = {run.get("run_id"): run for run in store.runs()}
-        for cell in store.cell_files():
-            cells.append((store, cell, run_files))
-    labels = model_labels([model_identity(cell.spec) for _, cell, _ in cells])
-    models: dict[str, dict[str, Any]] = {}
-    for (store, cell, run_files), label in zip(cells, labels, strict=True):
-        entry = models.setdefault(label, {**model_identity(cell.spec), "results_dirs": [], "runs": {}})
-        if str(store.root) not in entry["results_dirs"]:
-            entry["results_dirs"].append(str(store.root))
-        run_id = cell.meta.get("run_id")
-        provenance = {**run_files.get(run_id, {}), **(cell.meta.get("provenance") or {})}
-        key = run_id or json.dumps(provenance, sort_keys=True, default=str)
-        run = entry["runs"].setdefault(
-            key, {"run_id": run_id, "provenance": provenance, "datasets": [], "cells": 0}
-        )
-        run["cells"] += 1
-        if cell.spec.dataset not in run["datasets"]:
-            run["datasets"].append(cell.spec.dataset)
-        fingerprint = (cell.meta.get("extra") or {}).get("dataset_fingerprint")
-        if isinstance(fingerprint, dict):  # the engine also stores each cell's dataset fingerprint
-            run.setdefault("cell_fingerprints", {}).setdefault(cell.spec.dataset, fingerprint)
-    for entry in models.values():
-        entry["runs"] = sorted(entry["runs"].values(), key=lambda r: str(r["provenance"].get("time") or ""))
-    return models
-
-
 def _versions(provenance: dict[str, Any]) -> dict[str, Any]:
     versions = provenance.get("versions")
     return versions if isinstance(versions, dict) else {}
@@ -125,7 +91,7 @@ def provenance_markdown(models: dict[str, dict[str, Any]]) -> str:
     """Return the Provenance section body: per model its identity, runs table and dataset fingerprints."""
     import pandas as pd
 
-    from robustbench_rpc.results.exports import to_markdown
+    from robustbench_rpc.reporting.exports import to_markdown
 
     lines: list[str] = []
     for label, entry in models.items():
@@ -168,8 +134,8 @@ def provenance_markdown(models: dict[str, dict[str, Any]]) -> str:
 
 # ------------------------------------------------------------------------------------------------ the report
 def _view_markdown(frame: pd.DataFrame, view: str, missing: str) -> str:
-    from robustbench_rpc.results.exports import to_markdown
-    from robustbench_rpc.results.views import build_view
+    from robustbench_rpc.reporting.exports import to_markdown
+    from robustbench_rpc.reporting.views import build_view
 
     try:
         return to_markdown(build_view(frame, view)).rstrip()
@@ -178,53 +144,49 @@ def _view_markdown(frame: pd.DataFrame, view: str, missing: str) -> str:
 
 
 def comparison_markdown(
-    stores: list[ResultsStore], baseline: str | None, resamples: int, seed: int, level: float = 0.95
+    baseline: str, comparison: pd.DataFrame | str, resamples: int, seed: int, level: float = 0.95
 ) -> str:
-    """Return the Comparisons section body (a table against the baseline, or the reason there is none)."""
-    from robustbench_rpc.results.compare import (
-        compare_cells,
-        comparison_display,
-        load_cells,
-        resolve_baseline,
-    )
-    from robustbench_rpc.results.exports import to_markdown
+    """Return the Comparisons section body: the comparison frame against ``baseline``, or why there is none.
 
-    cells = load_cells(stores)
-    labels = list(dict.fromkeys(cell.label for cell in cells))
-    base = resolve_baseline(labels, baseline)  # a wrong --baseline is an error, not a report sentence
-    if len(labels) < 2:
-        return f"Only one model ({base}) is in the results; there is nothing to compare."
-    try:
-        frame = compare_cells(cells, base, resamples, seed, level)
-    except UserError as exc:
-        return str(exc)
+    ``comparison`` is what :func:`robustbench_rpc.results.compare.report_comparison` returns beside the baseline:
+    the comparison frame, or the sentence saying why there is no comparison (returned as it is).
+    """
+    from robustbench_rpc.reporting.comparison import comparison_display
+    from robustbench_rpc.reporting.exports import to_markdown
+
+    if isinstance(comparison, str):
+        return comparison
     intro = (
-        f"Baseline: **{base}**. Each row compares a model with the baseline on the samples both were "
+        f"Baseline: **{baseline}**. Each row compares a model with the baseline on the samples both were "
         f"evaluated on (`n`); values are top-1 accuracy in % (robust top-1 for attacks, AUPR for "
         f"out-of-distribution cells), `diff` is model minus baseline in points, the interval is a paired "
         f"percentile bootstrap ({level * 100:g}%, {resamples} resamples, seed {seed}), and p is McNemar's "
         f"exact test on the pairs where exactly one of the two models is right."
     )
-    return intro + "\n\n" + to_markdown(comparison_display(frame, level=level)).rstrip()
+    return intro + "\n\n" + to_markdown(comparison_display(comparison, level=level)).rstrip()
 
 
 def render_report(
-    stores: list[ResultsStore],
     frame: pd.DataFrame,
+    models: dict[str, dict[str, Any]],
+    roots: Sequence[str | Path],
     plot_links: list[tuple[str, str]],
     comparisons: str,
     title: str = "Robustness report",
 ) -> str:
-    """Return the Markdown text of the report from its parts (tidy table, plot links, comparison text)."""
+    """Return the Markdown text of the report from its parts.
+
+    The parts: the tidy table, the models' provenance (:func:`robustbench_rpc.results.provenance.model_provenance`),
+    the results directories it came from, the plot links and the Comparisons section text.
+    """
     from robustbench_rpc import __version__
 
-    models = model_provenance(stores)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     parts = [
         f"# {title}",
         "",
         f"Generated by robustbench-rpc {__version__} on {stamp} from "
-        + ", ".join(f"`{s.root}`" for s in stores)
+        + ", ".join(f"`{root}`" for root in roots)
         + ". Accuracies are in %, differences in points, budgets ε in pixel units of [0, 1] "
         "(`eps_255` = ε × 255).",
         "",
@@ -268,40 +230,31 @@ def render_report(
     return "\n".join(parts)
 
 
-def write_report(
-    sources: Sources,
-    out: Path,
-    baseline: str | None = None,
-    resamples: int = 2000,
-    seed: int = 0,
-    plots: bool = True,
-) -> Path:
-    """Write the Markdown report to ``out`` (atomically), plots into ``<out stem>_plots/``; return ``out``."""
-    from robustbench_rpc.results.compare import open_stores
-    from robustbench_rpc.results.exports import check_output_path
-    from robustbench_rpc.results.tidy import tidy
+def write_report_plots(frame: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
+    """Write the report's plots (SVG and PNG) into ``<out stem>_plots/`` next to ``out``; return (caption, link)s.
+
+    Nothing is written when the table has no attack or corruption cells to plot.
+    """
+    from robustbench_rpc.reporting.plots import make_figures, prepare_directory, save_figure
 
     out = Path(out)
-    check_output_path(out)
-    stores = open_stores(sources)
-    frame = tidy(stores)
-    comparisons = comparison_markdown(stores, baseline, resamples, seed)
     links: list[tuple[str, str]] = []
-    if plots:
-        from robustbench_rpc.results.plots import make_figures, prepare_directory, save_figure
+    try:
+        figures = make_figures(frame)
+    except UserError:
+        figures = {}
+    if figures:
+        plot_dir = prepare_directory(out.parent / f"{out.stem}_plots")
+        for stem, figure in figures.items():
+            save_figure(figure, plot_dir / f"{stem}.svg", "svg")
+            save_figure(figure, plot_dir / f"{stem}.png", "png")
+            caption = figure.axes[0].get_title() if figure.axes else stem
+            links.append((caption, f"{plot_dir.name}/{stem}.png"))
+    return links
 
-        try:
-            figures = make_figures(frame)
-        except UserError:
-            figures = {}
-        if figures:
-            plot_dir = prepare_directory(out.parent / f"{out.stem}_plots")
-            for stem, figure in figures.items():
-                save_figure(figure, plot_dir / f"{stem}.svg", "svg")
-                save_figure(figure, plot_dir / f"{stem}.png", "png")
-                caption = figure.axes[0].get_title() if figure.axes else stem
-                links.append((caption, f"{plot_dir.name}/{stem}.png"))
-    text = render_report(stores, frame, links, comparisons)
+
+def write_text(out: Path, text: str) -> Path:
+    """Write ``text`` to ``out`` atomically (a :class:`UserError` when it cannot be written); return ``out``."""
     try:
         atomic_write_bytes(out, text.encode())
     except OSError as exc:
@@ -335,8 +288,6 @@ def robustbench_entries(
 ) -> list[dict]:
     """Return one leaderboard-style entry per model of a tidy table (fields in the module docstring)."""
     from robustbench_rpc import __version__
-    from robustbench_rpc.results.compare import eps_text
-    from robustbench_rpc.results.tidy import SUMMARY_CONDITION, dataset_family
 
     provenance = provenance or {}
     entries = []
@@ -409,21 +360,4 @@ def robustbench_entries(
                 "robustbench_rpc_version": next((v for v in versions if v), __version__),
             }
         )
-    return entries
-
-
-def write_robustbench(sources: Sources, out: Path) -> list[dict]:
-    """Write the leaderboard-style entries as a JSON list to ``out`` (atomically); return them."""
-    from robustbench_rpc.results.compare import open_stores
-    from robustbench_rpc.results.exports import check_output_path
-    from robustbench_rpc.results.tidy import tidy
-
-    out = Path(out)
-    check_output_path(out)
-    stores = open_stores(sources)
-    entries = robustbench_entries(tidy(stores), model_provenance(stores))
-    try:
-        atomic_write_bytes(out, (json.dumps(entries, indent=2) + "\n").encode())
-    except OSError as exc:
-        raise UserError(f"Cannot write {out}: {exc.strerror or exc}.") from exc
     return entries

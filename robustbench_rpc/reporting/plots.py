@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from robustbench_rpc.atomic import atomic_write
 from robustbench_rpc.errors import UserError
-from robustbench_rpc.results.store import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -62,7 +62,7 @@ def _series_label(model: str, qualifier: str) -> str:
 
 def _qualifiers(rows: pd.DataFrame) -> pd.Series:
     """Return per-row text telling apart datasets/variants plotted on the same axes."""
-    from robustbench_rpc.results.views import _qualifier_text
+    from robustbench_rpc.reporting.views import _qualifier_text
 
     return _qualifier_text(rows)
 
@@ -114,7 +114,7 @@ def corruption_figure(frame: pd.DataFrame, metric: str = "top1") -> Figure | Non
     """Return grouped bars of ``metric`` (top-1 %) per corruption, averaged over severities, plus the mean."""
     import numpy as np
 
-    from robustbench_rpc.results.views import corruptions_view
+    from robustbench_rpc.reporting.views import corruptions_view
 
     if frame[(frame["condition"] == "corruption") & (frame["metric"] == metric)].empty:
         return None
@@ -138,7 +138,7 @@ def corruption_figure(frame: pd.DataFrame, metric: str = "top1") -> Figure | Non
 
 def severity_figure(frame: pd.DataFrame, metric: str = "top1") -> Figure | None:
     """Return ``metric`` (top-1 %) against severity, averaged over corruptions, one line per model."""
-    from robustbench_rpc.results.views import severity_view
+    from robustbench_rpc.reporting.views import severity_view
 
     if frame[(frame["condition"] == "corruption") & (frame["metric"] == metric)].empty:
         return None
