@@ -49,3 +49,6 @@ def eps_text(eps: float | None, norm: str | None) -> str:
     if str(norm or "").lower() in ("linf", "l_inf", "inf", ""):
         return f"{float(eps) * 255:.4g}/255"
     return f"{float(eps):.4g}"
+
+#: The attack name of the tidy table's per-sample worst case over the attacks run at one budget.
+WORST_CASE = "worst-case"

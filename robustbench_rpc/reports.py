@@ -23,6 +23,7 @@ from robustbench_rpc.results.compare import report_comparison
 from robustbench_rpc.results.provenance import model_provenance
 from robustbench_rpc.results.store import ResultsStore, open_stores
 from robustbench_rpc.results.tidy import tidy
+from robustbench_rpc.results.verdicts import audit_frame
 
 Sources = ResultsStore | str | Path | Iterable[ResultsStore | str | Path]
 
@@ -43,7 +44,8 @@ def write_report(
     base, comparison = report_comparison(stores, baseline, resamples, seed)
     comparisons = comparison_markdown(base, comparison, resamples, seed)
     links = write_report_plots(frame, out) if plots else []
-    text = render_report(frame, model_provenance(stores), [store.root for store in stores], links, comparisons)
+    text = render_report(frame, model_provenance(stores), [store.root for store in stores], links, comparisons,
+                         audit=audit_frame(stores))
     return write_text(out, text)
 
 

@@ -44,7 +44,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     for label in ("symvit", "rpc-symvit", "symvit+rpc-inference"):
         cells = list(ResultsStore(out / label).iter_cells())
         conditions = sorted({spec.condition for spec, _, _ in cells})
-        assert conditions == ["attack", "clean", "corruption"]
+        assert conditions == ["attack", "audit", "clean", "corruption"]
         assert len([c for c in cells if c[0].condition == "corruption"]) == 6  # 3 corruptions x 2 severities
         for spec, records, _ in cells:
             if spec.condition == "attack":
@@ -54,8 +54,11 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
         for label in ("symvit", "rpc-symvit")}
     # the quick demo evaluates the first 48 test images with the shipped checkpoints
     assert 100 * clean["symvit"]["correct1"].mean() >= 90
+    assert "Audit of the attack evaluation" in printed and "lowest robust accuracy at 4/255" in printed
     report = (out / "report.md").read_text()
     assert "## Demo: SymViT vs RPC-SymViT on digits" in report
+    assert "## Audit" in report and "| autoattack-beats-pgd |" not in report.split("## Audit")[0]
+    assert "worst-case of " in report and "worst-case robust top-1 Linf 4/255" in report
     assert "mCE vs symvit" in report and "28155d55d37f1c45" in report
     assert "(report_plots/attacks_pgd_linf.png)" in report
     assert (out / "report_plots" / "corruptions.png").stat().st_size > 1000

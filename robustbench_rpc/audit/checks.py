@@ -2,8 +2,9 @@
 
 Every check yields a value and a threshold in the same unit, and flags when ``value > threshold``. Accuracies and
 shares are in percent. Comparisons between two attacks are made on the samples both ran on (paired by
-``sample_id``); ``value`` is then how many points the attack that should be weaker got *below* the one that should be
-stronger. Each check also marks, per sample, the evidence that made it fire (``flagged``).
+``sample_id``); ``value`` is then how many points the attack that should be weaker got *below* the one that should
+be stronger, and a flag also needs :data:`MIN_EVIDENCE` samples broken by the first attack alone. Each check also
+marks, per sample, the evidence that made it fire (``flagged``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from robustbench_rpc.results.schema import CellSpec
 GRADIENT_ATTACKS = ("pgd", "fgsm", "apgd-ce", "apgd-dlr", "cw", "sld")
 #: Gradient-free attacks.
 BLACK_BOX_ATTACKS = ("square", "spsa")
+#: A comparison of two attacks flags only when at least this many samples were broken by the one alone.
+MIN_EVIDENCE = 2
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ CHECK_LIST: tuple[CheckDefinition, ...] = (
     CheckDefinition("bpda-beats-whitebox", "PGD with BPDA for PAP lower than PGD through PAP", 2.0, "points"),
     CheckDefinition("noise-beats-attack", "uniform noise of the same budget lower than a gradient attack", 2.0,
                     "points"),
-    CheckDefinition("more-steps-helps", "PGD with twice the steps and two restarts lower than PGD", 3.0, "points"),
+    CheckDefinition("more-steps-helps", "PGD with twice the steps and two restarts lower than PGD", 5.0, "points"),
     CheckDefinition("eps-not-monotone", "an attack's robust accuracy rising with the budget", 2.0, "points",
                     per_eps=False),
     CheckDefinition("unbounded-not-zero", "PGD robust accuracy with an unbounded budget (Linf 0.5) above ~0", 5.0,
@@ -126,6 +129,9 @@ class Cell:
         """A short label: name, the options that differ from the attack's defaults, and eps."""
         from robustbench_rpc.attacks import ATTACKS
 
+        if self.spec.condition != "attack":
+            return f"{self.name} probe"
+
         definition = ATTACKS.get(self.name)
         defaults = definition.defaults if definition is not None else {}
         special = {k: v for k, v in sorted(self.options.items()) if k in defaults and defaults[k] != v}
@@ -197,7 +203,11 @@ def _gap(check: str, eps: float, weaker: Cell | None, stronger: Cell | None, thr
     flags = reference.records["sample_id"].isin(evidence_ids)
     detail = (f"{weaker.label()}: {100 * w.mean():.1f}% vs {stronger.label()}: {100 * s.mean():.1f}% on {len(w)} "
               f"common samples; {len(evidence_ids)} broken only by the first")
-    return _verdict(check, eps, value, threshold, detail, [weaker, stronger], _with_flags(reference, flags))
+    result = _verdict(check, eps, value, threshold, detail, [weaker, stronger], _with_flags(reference, flags))
+    if result.status == "flag" and len(evidence_ids) < MIN_EVIDENCE:
+        result.status = "pass"
+        result.detail += f" (fewer than {MIN_EVIDENCE} samples: not flagged)"
+    return result
 
 
 def _lowest(cells: Sequence[Cell]) -> Cell | None:
@@ -322,7 +332,7 @@ def check_more_steps(cells: Sequence[Cell], eps: float, threshold: float) -> Che
     budget = int(ref.options.get("steps", 0))
     stronger = [c for c in cells if c.name == "pgd" and not c.options.get("bpda")
                 and int(c.options.get("steps", 0)) * int(c.options.get("restarts", 1)) > budget]
-    return _gap("more-steps-helps", eps, ref, _lowest(stronger), threshold,
+    return _gap("more-steps-helps", eps, _lowest(stronger), ref, threshold,
                 "needs a PGD cell with more steps or restarts")
 
 

@@ -65,6 +65,7 @@ def verdict_payload(result: CheckResult) -> dict[str, Any]:
     """The verdict as stored with its cell (status, value, threshold, detail, evidence cells)."""
     return {
         "check": result.check,
+        "order": list(CHECKS).index(result.check),
         "tests": CHECKS[result.check].tests,
         "status": result.status,
         "value": None if result.value != result.value else float(result.value),

@@ -162,8 +162,8 @@ def audit(
 ) -> AuditSummary:
     """Audit a model's robustness evaluation at the budgets ``eps`` and return the verdicts (see the module doc).
 
-    ``quick`` fits the digits models on 2 CPU cores in a few minutes: 64 samples, Square with 300 queries and
-    AutoAttack on 16 samples (unless ``limit`` says otherwise).
+    ``quick`` fits the digits models on 2 CPU cores in about a minute: 64 samples, Square with 300 queries and
+    AutoAttack on 32 samples (unless ``limit`` says otherwise).
     """
     from robustbench_rpc.attacks import normalize_norm, parse_eps
 
@@ -177,7 +177,7 @@ def audit(
         raise UserError(f"--limit must be >= 1, got {limit}.")
     settings = AuditSettings(sorted(set(eps_values)), norm, parse_checks(checks), dict(thresholds or {}), quick,
                              limit if limit is not None else (64 if quick else None),
-                             square_queries=300 if quick else 5000, autoattack_limit=16 if quick else None)
+                             square_queries=300 if quick else 5000, autoattack_limit=32 if quick else None)
     model_kwargs = {"model": model, "checkpoint": checkpoint, "model_options": dict(model_options or {}),
                     "model_name": model_name, "trust_checkpoint": trust_checkpoint, "use_ema": use_ema,
                     "num_classes": num_classes, "preprocessing": dict(preprocessing or {})}

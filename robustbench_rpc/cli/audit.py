@@ -35,8 +35,8 @@ def audit_command(
                       "'robustbench-rpc audit --list-checks'.", rich_help_panel=AUDIT_PANEL)] = None,
     threshold: Annotated[list[str] | None, typer.Option("--threshold", help="Override a threshold, CHECK=VALUE "
                          "(repeatable; unit as listed).", rich_help_panel=AUDIT_PANEL)] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="64 samples, Square with 300 queries, AutoAttack on 16 "
-                     "samples: minutes on a CPU for small models.", rich_help_panel=AUDIT_PANEL)] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="64 samples, Square with 300 queries, AutoAttack on 32 "
+                     "samples: about a minute on a CPU for small models.", rich_help_panel=AUDIT_PANEL)] = False,
     surrogate: Annotated[str | None, typer.Option("--surrogate", help="Surrogate of the transfer attack, "
                          "NAME_OR_FACTORY[:CHECKPOINT] (default for an RPC model: the same weights, PAP off).",
                          rich_help_panel=AUDIT_PANEL)] = None,
@@ -114,23 +114,26 @@ def _number(value: Any) -> str:
 def print_verdicts(summary: Any, title: str) -> None:
     """Print the verdict table, then per budget the lowest robust accuracy found and the attack that found it."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
-    table = Table(title=title)
+    if not console.is_terminal:  # keep the verdicts readable in logs and pipes
+        console = Console(width=160)
+    table = Table(title=escape(title))
     for column in ("check", "eps", "status", "value", "threshold", "detail"):
         table.add_column(column, overflow="fold", justify="right" if column in ("value", "threshold") else "left")
     style = {"flag": "bold red", "pass": "green", "skip": "dim"}
     for r in summary.results:
         eps = "" if r.eps is None else f"{r.eps * 255:.4g}/255"
         table.add_row(r.check, eps, f"[{style[r.status]}]{r.status}[/]", _number(r.value), f"{r.threshold:g}",
-                      r.detail)
+                      escape(r.detail))
     console.print(table)
     flags = [r for r in summary.results if r.status == "flag"]
     console.print(f"{len(flags)} check(s) flagged, {sum(r.status == 'pass' for r in summary.results)} passed, "
                   f"{sum(r.status == 'skip' for r in summary.results)} skipped; "
                   f"{summary.cells_run} cell(s) computed, {summary.cells_reused} reused, results in {summary.out}")
     for row in summary.lowest:
-        console.print(f"eps {row['eps'] * 255:.4g}/255: lowest robust accuracy {row['robust_top1']:.2f}% "
-                      f"({row['attack']}, {row['n']} samples); worst case over {row['attacks']} attack cell(s): "
-                      f"{row['worst_case']:.2f}% on {row['worst_case_n']} common samples")
+        console.print(escape(f"eps {row['eps'] * 255:.4g}/255: lowest robust accuracy {row['robust_top1']:.2f}% "
+                             f"({row['attack']}, {row['n']} samples); worst case over {row['attacks']} attack "
+                             f"cell(s): {row['worst_case']:.2f}% on {row['worst_case_n']} common samples"))

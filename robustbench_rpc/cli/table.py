@@ -8,9 +8,7 @@ from typing import Annotated
 import typer
 
 from robustbench_rpc.reporting.exports import FORMATS as FORMAT_NAMES
-from robustbench_rpc.reporting.views import VIEWS
-
-VIEW_NAMES = tuple(VIEWS)
+from robustbench_rpc.reporting.views import VIEW_NAMES
 
 
 def table_command(
@@ -28,7 +26,8 @@ def table_command(
         Path | None, typer.Option("--out", "-o", help="Write to this file (atomically) instead of stdout.")
     ] = None,
 ) -> None:
-    """Print or write a table of results: the paper's main table, corruptions, severities, attacks or tidy rows."""
+    """Print or write a table of results: the paper's main table, corruptions, severities, attacks, tidy rows, or
+    the audit's verdicts."""
     from robustbench_rpc.reporting.exports import check_format, check_output_path, export, print_table
     from robustbench_rpc.reporting.views import build_view, check_view
     from robustbench_rpc.results.tidy import tidy
@@ -44,7 +43,13 @@ def table_command(
         raise UserError("Format parquet is binary; give an output file with --out.")
     if out is not None:
         check_output_path(out)
-    frame = build_view(tidy(results), view)
+    if view == "audit":
+        from robustbench_rpc.reporting.views import audit_view
+        from robustbench_rpc.results.verdicts import audit_frame
+
+        frame = audit_view(audit_frame(results))
+    else:
+        frame = build_view(tidy(results), view)
     if out is not None:
         export(frame, format, out, title=view)
         typer.echo(f"Wrote the {view} view ({len(frame)} rows) to {out}.", err=True)

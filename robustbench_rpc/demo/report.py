@@ -15,6 +15,8 @@ DEMO_NOTE = (
 
 def write_demo_outputs(result: DemoResult, console: Any) -> None:
     """Print the demo's tables and comparison, write plots and ``report.md`` into the demo's output folder."""
+    from rich.markup import escape
+
     from robustbench_rpc.atomic import atomic_write_bytes
     from robustbench_rpc.reporting.comparison import comparison_display
     from robustbench_rpc.reporting.exports import to_markdown, to_rich_table
@@ -26,6 +28,19 @@ def write_demo_outputs(result: DemoResult, console: Any) -> None:
     console.print(DEMO_NOTE)
     console.print(to_rich_table(tables["corruptions"], "Accuracy per corruption (top-1 %, mean over severities)"))
     console.print(to_rich_table(tables["attacks"], "Robust accuracy under attack (top-1 %)"))
+    if "audit" in tables:
+        audit = tables["audit"]
+        flagged = audit[audit["status"] == "flag"]
+        console.print(to_rich_table(audit.drop(columns=["evidence", "detail", "unit"]),
+                                    "Audit of the attack evaluation (flag: value > threshold)"))
+        for _, row in flagged.iterrows():
+            console.print(escape(f"flag: {row['model']} {row['check']} {row['eps']}: {row['detail']}"))
+    for summary, variant in zip(result.audits, VARIANTS, strict=False):
+        for row in summary.lowest:
+            console.print(escape(f"{variant.label}: lowest robust accuracy at {row['eps'] * 255:.4g}/255: "
+                                 f"{row['robust_top1']:.2f}% ({row['attack']}, {row['n']} samples); worst case "
+                                 f"over {row['attacks']} attack cells {row['worst_case']:.2f}% on "
+                                 f"{row['worst_case_n']} samples"))
     comparison = compare(result.model_dirs, baseline=VARIANTS[0].label)
     headline = comparison[comparison["condition"].isin(["clean", "attack"])]
     console.print(to_rich_table(comparison_display(headline),

@@ -49,6 +49,8 @@ class DemoSettings:
         ("square", "4/255", {"queries": 300}, 64),
         ("autoattack", "4/255", {}, 16),
     )
+    audit_eps: str | None = "4/255"  # the audit's budgets (None: no audit)
+    audit_limit: int | None = 64
     threads: int = 1
 
     @classmethod
@@ -56,7 +58,7 @@ class DemoSettings:
         """A reduced setting for CI and smoke tests (about a minute on 2 cores)."""
         return cls(limit=48, corruptions="gaussian_noise,glass_blur,fog", severities="1,5", sweep_eps="2/255,6/255",
                    sweep_limit=32, subset_attacks=(("spsa", "4/255", {"samples": 8, "steps": 3}, 8),
-                                                   ("square", "4/255", {"queries": 50}, 8)))
+                                                   ("square", "4/255", {"queries": 50}, 8)), audit_limit=16)
 
 
 @dataclass
@@ -68,6 +70,7 @@ class DemoResult:
     report: Path | None = None
     plots: list[Path] = field(default_factory=list)
     tables: dict[str, Any] = field(default_factory=dict)
+    audits: list[Any] = field(default_factory=list)  # robustbench_rpc.audit.AuditSummary per model
 
 
 def run_demo(
@@ -113,6 +116,12 @@ def _run_variants(out: Path, settings: DemoSettings, common: dict[str, Any], res
         for name, eps, options, limit in settings.subset_attacks:
             attack(**model, out=model_dir, attacks=name, eps=eps, attack_options=options, dataset="digits",
                    limit=limit, **common)
+        if settings.audit_eps:
+            from robustbench_rpc.audit import audit
+
+            log(f"[{variant.label}] audit at {settings.audit_eps}")
+            result.audits.append(audit(**model, out=model_dir, eps=settings.audit_eps, dataset="digits",
+                                       quick=True, limit=settings.audit_limit, **common))
 
 
 def demo_tables(model_dirs: list[Path]) -> dict[str, Any]:
@@ -127,6 +136,12 @@ def demo_tables(model_dirs: list[Path]) -> dict[str, Any]:
     tables["corruptions"] = build_view(frame, "corruptions")
     tables["severity"] = build_view(frame, "severity")
     tables["attacks"] = build_view(frame, "attacks")
+    from robustbench_rpc.reporting.views import audit_view
+    from robustbench_rpc.results.verdicts import audit_frame
+
+    verdicts = audit_frame(model_dirs)
+    if not verdicts.empty:
+        tables["audit"] = audit_view(verdicts)
     tables["summary"] = pd.DataFrame(relative_corruption_summary(frame)).set_index("model")
     return tables
 

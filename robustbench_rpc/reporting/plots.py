@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from robustbench_rpc.atomic import atomic_write
 from robustbench_rpc.errors import UserError
+from robustbench_rpc.names import WORST_CASE
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -84,7 +85,8 @@ def attack_figures(frame: pd.DataFrame, metric: str = "robust_top1") -> dict[str
         return figures
     rows = rows.assign(norm=rows["norm"].fillna("").astype(str), name=rows["name"].astype(str))
     for (name, norm), group in rows.groupby(["name", "norm"], sort=True):
-        group = group.assign(qualifier=_qualifiers(group))
+        # a model's worst case covers whichever attacks ran at each budget: one line per model, not per attack set
+        group = group.assign(qualifier="" if name == WORST_CASE else _qualifiers(group))
         linf = is_linf(norm)
         figure = _new_figure()
         axes = figure.add_subplot()
@@ -97,7 +99,8 @@ def attack_figures(frame: pd.DataFrame, metric: str = "robust_top1") -> dict[str
         if 0 < len(budgets) <= 12:
             axes.set_xticks(budgets, [f"{b:.4g}" for b in budgets])
         norm_text = f" ({norm})" if norm else ""
-        axes.set_title(f"Robust top-1 accuracy under {name}{norm_text}")
+        axes.set_title(f"Worst-case robust top-1 accuracy over the attacks run{norm_text}" if name == WORST_CASE
+                       else f"Robust top-1 accuracy under {name}{norm_text}")
         axes.set_xlabel(
             "perturbation budget ε (units of 1/255)"
             if linf or not norm

@@ -173,11 +173,13 @@ def render_report(
     plot_links: list[tuple[str, str]],
     comparisons: str,
     title: str = "Robustness report",
+    audit: pd.DataFrame | None = None,
 ) -> str:
     """Return the Markdown text of the report from its parts.
 
     The parts: the tidy table, the models' provenance (:func:`robustbench_rpc.results.provenance.model_provenance`),
-    the results directories it came from, the plot links and the Comparisons section text.
+    the results directories it came from, the plot links, the Comparisons section text and the audit frame
+    (:func:`robustbench_rpc.results.verdicts.audit_frame`; None or empty: no audit was run).
     """
     from robustbench_rpc import __version__
 
@@ -211,9 +213,15 @@ def render_report(
         "",
         "## Attacks",
         "",
-        "Robust top-1 accuracy per attack and budget:",
+        "Robust top-1 accuracy per attack and budget. A `worst-case of ...` row counts a sample robust only if "
+        "every attack listed failed on it (on the samples they all ran on): where several attacks were run, that "
+        "is the robust accuracy to quote, and the paper table shows it.",
         "",
         _view_markdown(frame, "attacks", "No attack cells in the results."),
+        "",
+        "## Audit",
+        "",
+        audit_markdown(audit),
         "",
         "## Comparisons",
         "",
@@ -228,6 +236,21 @@ def render_report(
     else:
         parts += ["No attack or corruption cells to plot.", ""]
     return "\n".join(parts)
+
+
+def audit_markdown(audit: pd.DataFrame | None) -> str:
+    """The report's Audit section: the verdict table, or the sentence saying no audit was run."""
+    from robustbench_rpc.reporting.exports import to_markdown
+    from robustbench_rpc.reporting.views import audit_view
+
+    if audit is None or audit.empty:
+        return ("No audit in these results: a robust accuracy is only as good as the strongest attack tried. Run "
+                "`robustbench-rpc audit` on the same model and results directory before quoting one.")
+    flags = audit[audit["status"] == "flag"]
+    lead = (f"{len(flags)} of {len(audit)} checks flagged (`flag`: value > threshold, see the README's Audit "
+            "section)." if len(flags) else f"No check flagged ({len(audit)} verdicts).")
+    view = audit_view(audit).drop(columns=["evidence"])
+    return lead + "\n\n" + to_markdown(view)
 
 
 def write_report_plots(frame: pd.DataFrame, out: Path) -> list[tuple[str, str]]:

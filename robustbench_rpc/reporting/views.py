@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from robustbench_rpc.errors import UserError, did_you_mean
-from robustbench_rpc.names import ALL_CORRUPTIONS, SUMMARY_CONDITION, dataset_family
+from robustbench_rpc.names import ALL_CORRUPTIONS, SUMMARY_CONDITION, WORST_CASE, dataset_family, eps_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -95,10 +95,13 @@ PAPER_COLUMNS: tuple[tuple[str, PaperFilter, str], ...] = (
 
 
 def paper_view(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per model: clean top-1/5, ImageNet-C mCE and mean accuracy, ImageNet-R/A top-1, ImageNet-O AUPR.
+    """One row per model: clean top-1/5, ImageNet-C mCE and mean accuracy, ImageNet-R/A top-1, ImageNet-O AUPR,
+    and the worst-case robust top-1 at each budget where several attacks were run (each model's worst case over the
+    attacks run on it; ``compare`` restricts it to the attacks two models share).
 
     Columns without any value are left out; a column whose rows come from several datasets or variants is split
-    into one column per dataset/variant (suffix ``[...]``).
+    into one column per dataset/variant (suffix ``[...]``). A single attack's number is not a column here: it is
+    no robust accuracy to quote (the attacks view has it).
     """
     import pandas as pd
 
@@ -114,7 +117,33 @@ def paper_view(frame: pd.DataFrame) -> pd.DataFrame:
         wide = rows.pivot_table(index="model_label", columns="column", values="value", aggfunc="mean")
         for column in dict.fromkeys(rows["column"]):
             out[column] = out["model"].map(wide[column])
+    worst = frame[(frame["condition"] == "attack") & (frame["name"] == WORST_CASE) & (frame["metric"] == "robust_top1")]
+    if not worst.empty:
+        # one column per budget: each model's worst case over the attacks run on it (compare pairs shared attacks)
+        worst = worst.sort_values(["norm", "eps"], kind="stable").assign(variant=worst["variant"].map(
+            lambda v: json.dumps({k: x for k, x in json.loads(v).items() if k != "attacks"}, sort_keys=True)))
+        label = "worst-case robust top-1 " + worst["norm"].astype(str) + " " + worst.apply(
+            lambda r: eps_text(r["eps"], r["norm"]), axis=1)
+        worst = worst.assign(column=label + _qualifier_text_suffix(worst, ["norm", "eps"]))
+        wide = worst.pivot_table(index="model_label", columns="column", values="value", aggfunc="mean")
+        for column in dict.fromkeys(worst["column"]):
+            out[column] = out["model"].map(wide[column])
     return out
+
+
+def _qualifier_text_suffix(rows: pd.DataFrame, group: list[str]) -> pd.Series:
+    text = _qualifier_text(rows, group)
+    return text.map(lambda t: f" [{t}]" if t else "")
+
+
+def _attack_text(rows: pd.DataFrame) -> pd.Series:
+    """The attack column: the attack's name, and for worst-case rows the attacks they cover."""
+    def text(name: Any, variant: str) -> str:
+        if name != WORST_CASE:
+            return str(name)
+        return f"{WORST_CASE} of " + ", ".join(_flat_variant(variant).get("attacks", []))
+
+    return rows.apply(lambda r: text(r["name"], r["variant"]), axis=1)
 
 
 def _pivot_models(rows: pd.DataFrame, index: list[str], models: list[str]) -> pd.DataFrame:
@@ -156,12 +185,16 @@ def severity_view(frame: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
 
 
 def attacks_view(frame: pd.DataFrame, metric: str = "robust_top1") -> pd.DataFrame:
-    """Attack x norm x eps rows, one column per model: ``metric`` (default robust top-1 %)."""
+    """Attack x norm x eps rows, one column per model: ``metric`` (default robust top-1 %).
+
+    ``worst-case of ...`` rows (several attacks at one budget) count a sample robust only if every attack listed
+    failed on it: the robust accuracy to quote.
+    """
     rows = frame[(frame["condition"] == "attack") & (frame["metric"] == metric)]
     _nonempty(rows, "attacks")
     models = _model_order(rows)
     rows = rows.assign(
-        attack=rows["name"].astype(str),
+        attack=_attack_text(rows),
         norm=rows["norm"].fillna("").astype(str),
         eps=rows["eps"].fillna(0.0),
         eps_255=(rows["eps"].fillna(0.0) * 255).round(4),
@@ -190,10 +223,33 @@ VIEWS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
 }
 
 
+#: The view of the audit frame (:func:`robustbench_rpc.results.verdicts.audit_frame`), not of the tidy table.
+AUDIT_VIEW = "audit"
+#: Every view name the ``table`` command knows.
+VIEW_NAMES = (*VIEWS, AUDIT_VIEW)
+
+
+def audit_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """The audit's verdicts: model, check, budget, status (pass / flag / skip), value, threshold, detail, evidence.
+
+    Rows follow the models' order, then the checks' order; ``value`` and ``threshold`` share the unit given.
+    """
+    if frame.empty:
+        raise UserError("The results have no audit verdicts; run 'robustbench-rpc audit' on them first.")
+    models = _model_order(frame)
+    rows = frame.assign(_model=frame["model_label"].map({m: i for i, m in enumerate(models)}))
+    rows = rows.sort_values(["_model", "order", "norm", "eps"], kind="stable", na_position="first")
+    eps = [eps_text(e, n) if e == e else "" for e, n in zip(rows["eps"], rows["norm"], strict=True)]
+    out = rows.assign(model=rows["model_label"], eps=eps)
+    return out[["model", "check", "norm", "eps", "status", "value", "threshold", "unit", "detail",
+                "evidence"]].reset_index(drop=True)
+
+
 def check_view(view: str) -> None:
     """Raise :class:`UserError` for an unknown view name."""
-    if view not in VIEWS:
-        raise UserError(f"Unknown view {view!r}; expected one of {', '.join(VIEWS)}{did_you_mean(view, VIEWS)}.")
+    if view not in VIEW_NAMES:
+        raise UserError(f"Unknown view {view!r}; expected one of {', '.join(VIEW_NAMES)}"
+                        f"{did_you_mean(view, VIEW_NAMES)}.")
 
 
 def build_view(frame: pd.DataFrame, view: str) -> pd.DataFrame:

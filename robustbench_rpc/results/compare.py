@@ -5,7 +5,10 @@ model, its checkpoint and options). Their records are paired by ``sample_id``; e
 row is computed on the paired samples only, and ``n`` is their count. Accuracy cells (clean, corruption: top-1
 over the labelled samples; attack: robust top-1, i.e. ``correct1`` of the adversarial predictions) get a
 paired bootstrap interval of the difference and McNemar's exact test; out-of-distribution cells (records with
-``is_ood`` and ``ood_score``) compare AUPR with a paired bootstrap over samples (no McNemar test).
+``is_ood`` and ``ood_score``) compare AUPR with a paired bootstrap over samples (no McNemar test). Where two
+models share two or more attack cells at one budget, a ``worst-case`` row compares their per-sample worst case
+over exactly those shared attacks (a sample is robust only if every one of them failed on it): the robust
+accuracy to compare.
 
 The statistics are pure functions of per-sample arrays in :mod:`robustbench_rpc.metrics.paired`; this module
 reads the stores, pairs the records and builds the comparison frame (:data:`COMPARISON_COLUMNS`), which
@@ -30,7 +33,7 @@ from robustbench_rpc.metrics.paired import (
     mcnemar_exact,
     weighted_aupr,
 )
-from robustbench_rpc.names import ALL_CORRUPTIONS, eps_text
+from robustbench_rpc.names import ALL_CORRUPTIONS, WORST_CASE, eps_text
 from robustbench_rpc.results.schema import CellSpec
 from robustbench_rpc.results.store import ResultsStore, model_identity, open_stores
 
@@ -224,6 +227,43 @@ def _sort_key(spec: CellSpec) -> tuple[Any, ...]:
     )
 
 
+def _worst_case_cell(members: list[LoadedCell]) -> LoadedCell:
+    """One model's per-sample worst case over ``members`` (attack cells at one budget), as a loaded cell."""
+    import pandas as pd
+
+    from robustbench_rpc.results.worst_case import attack_labels
+
+    common = None
+    for cell in members:
+        ids = pd.Index(cell.records["sample_id"])
+        common = ids if common is None else common.intersection(ids, sort=False)
+    correct = np.ones(len(common), dtype=bool)
+    for cell in members:
+        correct &= cell.records.set_index("sample_id").loc[common, "correct1"].astype(bool).to_numpy()
+    first = members[0].spec
+    params = {"name": WORST_CASE, "norm": first.params.get("norm"), "eps": first.params.get("eps"),
+              "attacks": sorted(attack_labels([c.spec for c in members])),
+              "threat_model": first.params.get("threat_model", "pixel")}
+    spec = CellSpec(model=first.model, dataset=first.dataset, condition="attack", params=params,
+                    checkpoint_sha256=first.checkpoint_sha256, model_options=first.model_options)
+    records = pd.DataFrame({"sample_id": list(common), "correct1": correct})
+    return LoadedCell(label=members[0].label, spec=spec, records=records, path=members[0].path)
+
+
+def worst_case_pairs(pairs: list[tuple[LoadedCell, LoadedCell]]) -> list[tuple[LoadedCell, LoadedCell]]:
+    """Worst-case cells of (baseline, model) over the attack cells both share at a budget (two or more)."""
+    buckets: dict[str, list[tuple[LoadedCell, LoadedCell]]] = {}
+    for base, other in pairs:
+        params = base.spec.params
+        if base.spec.condition != "attack" or not float(params.get("eps") or 0) > 0:
+            continue
+        key = json.dumps([other.label, base.spec.dataset, params.get("norm"), float(params["eps"]),
+                          params.get("threat_model", "pixel")], default=str)
+        buckets.setdefault(key, []).append((base, other))
+    return [(_worst_case_cell([b for b, _ in members]), _worst_case_cell([o for _, o in members]))
+            for members in buckets.values() if len(members) >= 2]
+
+
 def compare_cells(
     cells: list[LoadedCell],
     baseline: str | None = None,
@@ -242,35 +282,38 @@ def compare_cells(
         raise UserError(f"The results hold only model {labels[0]}; a comparison needs at least two models.")
     by_key: dict[str, dict[str, LoadedCell]] = {}
     for cell in cells:
-        by_key.setdefault(shared_key(cell.spec), {})[cell.label] = cell
+        if cell.spec.condition != "audit":  # audit probes and verdicts are no accuracy to compare
+            by_key.setdefault(shared_key(cell.spec), {})[cell.label] = cell
+    pairs: list[tuple[LoadedCell, LoadedCell]] = []
+    for group in by_key.values():
+        if base_label in group:
+            pairs.extend((group[base_label], group[label]) for label in labels
+                         if label != base_label and label in group)
+    pairs.extend(worst_case_pairs(pairs))
+    order = {label: i for i, label in enumerate(labels)}
+    pairs.sort(key=lambda pair: (_sort_key(pair[0].spec), order[pair[1].label]))
     rows = []
-    for group in sorted(by_key.values(), key=lambda g: _sort_key(next(iter(g.values())).spec)):
-        if base_label not in group:
+    for base, other in pairs:
+        row = compare_pair(base, other, resamples, seed, level)
+        if row is None:
             continue
-        base = group[base_label]
-        for label in labels:
-            if label == base_label or label not in group:
-                continue
-            row = compare_pair(base, group[label], resamples, seed, level)
-            if row is None:
-                continue
-            spec = base.spec
-            eps = spec.params.get("eps")
-            severity = spec.params.get("severity")
-            variant = {
-                k: v for k, v in sorted(spec.params.items()) if k not in ("name", "severity", "norm", "eps")
-            }
-            row.update(
-                cell=cell_text(spec),
-                dataset=spec.dataset,
-                condition=spec.condition,
-                name=spec.params.get("name"),
-                severity=None if severity is None else int(severity),
-                norm=spec.params.get("norm"),
-                eps=None if eps is None else float(eps),
-                variant=json.dumps(variant, sort_keys=True, default=str) if variant else "",
-            )
-            rows.append(row)
+        spec = base.spec
+        eps = spec.params.get("eps")
+        severity = spec.params.get("severity")
+        variant = {
+            k: v for k, v in sorted(spec.params.items()) if k not in ("name", "severity", "norm", "eps")
+        }
+        row.update(
+            cell=cell_text(spec),
+            dataset=spec.dataset,
+            condition=spec.condition,
+            name=spec.params.get("name"),
+            severity=None if severity is None else int(severity),
+            norm=spec.params.get("norm"),
+            eps=None if eps is None else float(eps),
+            variant=json.dumps(variant, sort_keys=True, default=str) if variant else "",
+        )
+        rows.append(row)
     if not rows:
         others = ", ".join(label for label in labels if label != base_label)
         raise UserError(

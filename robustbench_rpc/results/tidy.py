@@ -45,6 +45,7 @@ TIDY_COLUMNS = (
 )
 #: Record columns the metrics read (others, e.g. ``top5``, are not loaded).
 METRIC_COLUMNS = [
+    "sample_id",
     "label",
     "prob_max",
     "correct1",
@@ -69,6 +70,8 @@ def _percent(values: Any) -> float:
 def cell_metrics(spec: CellSpec, records: pd.DataFrame) -> list[tuple[str, float, int]]:
     """Return ``(metric, value, n)`` for one cell's records; ``n`` is the number of samples behind the value."""
     rows: list[tuple[str, float, int]] = []
+    if spec.condition == "audit":  # audit probes and verdicts: read by the audit view, not metrics of their own
+        return rows
     labelled = records
     if "label" in records:
         labelled = records[records["label"] >= 0]
@@ -188,6 +191,8 @@ def tidy(sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path
     if not stores:
         raise UserError("No results directory was given; expected at least one.")
     rows: list[dict[str, Any]] = []
+    attack_cells: list[tuple[dict[str, Any], CellSpec, pd.DataFrame]] = []
+    roots: dict[str, str] = {}
     for _, store, cell in unique_cells(stores):
         records = store.read_records(cell, METRIC_COLUMNS)
         coords = _coordinates(cell.spec)
@@ -195,10 +200,33 @@ def tidy(sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path
         identity = model_identity(cell.spec)
         for metric, value, n in cell_metrics(cell.spec, records):
             rows.append({**coords, "metric": metric, "value": value, "n": n, "_identity": identity})
+        if cell.spec.condition == "attack" and "sample_id" in records:
+            attack_cells.append((identity, cell.spec, records))
+            roots[cell.spec.key()] = str(store.root)
+    rows.extend(_worst_case_rows(attack_cells, roots))
+    if not rows:
+        raise UserError("The results directories hold no cell with metrics (only audit cells).")
     frame = pd.DataFrame(rows)
     frame["model_label"] = model_labels(frame.pop("_identity").tolist())
     frame = pd.concat([frame, corruption_summary(frame)], ignore_index=True)
     return _typed(frame.reindex(columns=list(TIDY_COLUMNS)))
+
+
+def _worst_case_rows(cells: list[tuple[dict[str, Any], CellSpec, pd.DataFrame]],
+                     roots: dict[str, str]) -> list[dict[str, Any]]:
+    """Tidy rows of the per-sample worst case over the attacks of each (model, dataset, norm, eps, threat model)."""
+    from robustbench_rpc.names import WORST_CASE
+    from robustbench_rpc.results.worst_case import worst_case_groups, worst_case_metrics
+
+    rows: list[dict[str, Any]] = []
+    for group in worst_case_groups(cells).values():
+        first = group.specs[0]
+        identity = model_identity(first)
+        coords = {**_coordinates(first), "name": WORST_CASE, "cell_key": "", "results_dir": roots[first.key()],
+                  "variant": json.dumps(group.variant(), sort_keys=True, default=str)}
+        for metric, value, n in worst_case_metrics(group.per_sample()):
+            rows.append({**coords, "metric": metric, "value": value, "n": n, "_identity": identity})
+    return rows
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:

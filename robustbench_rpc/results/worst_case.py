@@ -19,8 +19,6 @@ from robustbench_rpc.results.schema import CellSpec
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-#: The attack name of worst-case rows.
-WORST_CASE = "worst-case"
 #: Record columns the worst case reads.
 WORST_CASE_COLUMNS = ["sample_id", "correct1", "correct5", "clean_correct"]
 
@@ -36,7 +34,13 @@ def group_key(identity: dict[str, Any], spec: CellSpec) -> str:
 
 
 def attack_labels(specs: Sequence[CellSpec]) -> list[str]:
-    """Return a label per attack cell: its name, plus the options that differ between same-named cells."""
+    """Return a label per attack cell: its name, plus its options that differ from those of its same-named peers.
+
+    For each option that varies between cells of one attack, the usual value (the most common one; on a tie the
+    smallest as text) is left out, e.g. ``pgd``, ``pgd[restarts=2,steps=40]`` and ``pgd[bpda=True]``.
+    """
+    from collections import Counter
+
     by_name: dict[str, list[int]] = {}
     for i, spec in enumerate(specs):
         by_name.setdefault(str(spec.params.get("name")), []).append(i)
@@ -44,9 +48,14 @@ def attack_labels(specs: Sequence[CellSpec]) -> list[str]:
     for name, members in by_name.items():
         options = [dict(specs[i].params.get("options") or {}) for i in members]
         keys = sorted({k for o in options for k in o})
-        differing = [k for k in keys if len({json.dumps(o.get(k), default=str) for o in options}) > 1]
+        usual: dict[str, str] = {}
+        for key in keys:
+            counts = Counter(json.dumps(o.get(key), default=str) for o in options)
+            if len(counts) > 1:
+                usual[key] = min(counts, key=lambda v: (-counts[v], v))
         for i, opts in zip(members, options, strict=True):
-            labels[i] = name + ("[" + ",".join(f"{k}={opts.get(k)}" for k in differing) + "]" if differing else "")
+            special = [f"{k}={opts.get(k)}" for k in usual if json.dumps(opts.get(k), default=str) != usual[k]]
+            labels[i] = name + ("[" + ",".join(special) + "]" if special else "")
     return labels
 
 
