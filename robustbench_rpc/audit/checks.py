@@ -387,25 +387,27 @@ def check_unstable(probe: Cell | None, threshold: float) -> CheckResult:
 
 
 def check_monotone(cells: Sequence[Cell], threshold: float) -> CheckResult:
-    """An attack (same name and options) whose robust accuracy rises with the budget."""
+    """An attack whose robust accuracy rises with the budget: cells identical but for eps, on their common samples."""
     series: dict[str, list[Cell]] = {}
     for cell in cells:
-        key = json.dumps({"name": cell.name, "options": cell.options}, sort_keys=True, default=str)
-        series.setdefault(key, []).append(cell)
-    worst_value, worst_pair = -math.inf, None
+        rest = {k: v for k, v in cell.spec.params.items() if k != "eps"}
+        series.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(cell)
+    worst_value, worst = -math.inf, None
     for members in series.values():
         members = sorted(members, key=lambda c: c.eps)
         for low, high in zip(members, members[1:], strict=False):
-            rise = high.robust() - low.robust()
+            lo, hi = _paired(low, high)
+            if not len(lo) or math.isclose(low.eps, high.eps):
+                continue
+            rise = 100.0 * (float(hi.mean()) - float(lo.mean()))
             if rise > worst_value:
-                worst_value, worst_pair = rise, (low, high)
-    if worst_pair is None:
+                worst_value, worst = rise, (low, high, set(hi.index[hi & ~lo]), len(lo))
+    if worst is None:
         return _skip("eps-not-monotone", None, threshold, "needs one attack at two or more budgets")
-    low, high = worst_pair
-    detail = (f"largest rise: {low.label()} {low.robust():.1f}% -> {high.label()} {high.robust():.1f}%"
+    low, high, evidence, n = worst
+    detail = (f"largest rise on {n} common samples: {low.label()} -> {high.label()}: {worst_value:+.1f} points"
               if worst_value > 0 else "robust accuracy never rises with the budget")
-    flags = high.records["correct1"].astype(bool) & ~high.records["sample_id"].isin(
-        set(low.records.loc[low.records["correct1"].astype(bool), "sample_id"]))
+    flags = high.records["sample_id"].isin(evidence)
     return _verdict("eps-not-monotone", None, max(worst_value, 0.0), threshold, detail, [low, high],
                     _with_flags(high, flags))
 

@@ -121,16 +121,21 @@ def plan_runs(settings: AuditSettings, *, has_pap: bool, transfer: bool) -> list
     return runs
 
 
+def _request(model_kwargs: Mapping[str, Any]) -> Any:
+    """The api's model request for the audit's model arguments."""
+    from robustbench_rpc.api import ModelRequest
+
+    return ModelRequest(model_kwargs["model"], model_kwargs.get("checkpoint"), model_kwargs.get("model_name"),
+                        dict(model_kwargs.get("model_options") or {}), bool(model_kwargs.get("trust_checkpoint")),
+                        bool(model_kwargs.get("use_ema")), model_kwargs.get("num_classes"),
+                        dict(model_kwargs.get("preprocessing") or {}))
+
+
 def _model_info(model_kwargs: Mapping[str, Any], seed: int) -> tuple[bool, tuple[int, ...]]:
     """Load the model once: does it have PAP layers, and its input size."""
-    from robustbench_rpc.api import ModelRequest
     from robustbench_rpc.models.adaptive import pap_modules
 
-    request = ModelRequest(model_kwargs["model"], model_kwargs.get("checkpoint"), model_kwargs.get("model_name"),
-                           dict(model_kwargs.get("model_options") or {}), bool(model_kwargs.get("trust_checkpoint")),
-                           bool(model_kwargs.get("use_ema")), model_kwargs.get("num_classes"),
-                           dict(model_kwargs.get("preprocessing") or {}))
-    model, _, _ = request.load(seed)
+    model, _, _ = _request(model_kwargs).load(seed)
     input_size = tuple(getattr(model, "preprocessing", {}).get("input_size", (3, 224, 224)))
     return bool(pap_modules(model)), input_size
 
@@ -220,12 +225,10 @@ def _execute(settings: AuditSettings, runs: list[AttackRun], model_kwargs: dict[
 
 def _probe(settings: AuditSettings, model_kwargs: dict[str, Any], data_kwargs: dict[str, Any],
            run_options: dict[str, Any], out: Path) -> Any:
-    from robustbench_rpc.api import ModelRequest, RunOptions, run_plan
+    from robustbench_rpc.api import RunOptions, run_plan
     from robustbench_rpc.engine.attack_plan import build_stability_jobs
 
-    request = ModelRequest(model_kwargs["model"], model_kwargs["checkpoint"], model_kwargs["model_name"],
-                           model_kwargs["model_options"], model_kwargs["trust_checkpoint"], model_kwargs["use_ema"],
-                           model_kwargs["num_classes"], model_kwargs["preprocessing"])
+    request = _request(model_kwargs)
     run = RunOptions(**run_options)
     noise = settings.noise_fraction * min(settings.eps) if settings.norm == "Linf" else 0.5 / 255
 

@@ -47,7 +47,7 @@ class DemoSettings:
     subset_attacks: tuple[tuple[str, str, dict[str, Any], int], ...] = (
         ("spsa", "4/255", {"samples": 32}, 64),
         ("square", "4/255", {"queries": 300}, 64),
-        ("autoattack", "4/255", {}, 16),
+        ("autoattack", "4/255", {}, 32),  # the audit's quick mode attacks the same 32
     )
     audit_eps: str | None = "4/255"  # the audit's budgets (None: no audit)
     audit_limit: int | None = 64
