@@ -42,8 +42,8 @@ def audit_command(
                          rich_help_panel=AUDIT_PANEL)] = None,
     fail_on_flag: Annotated[bool, typer.Option("--fail-on-flag", help="Exit with status 1 when a check flags.",
                             rich_help_panel=AUDIT_PANEL)] = False,
-    list_checks: Annotated[bool, typer.Option("--list-checks", help="List the checks and exit.",
-                           rich_help_panel=AUDIT_PANEL)] = False,
+    list_checks: Annotated[bool, typer.Option("--list-checks", help="List the checks and exit.", is_eager=True,
+                           callback=lambda value: _list_checks(value), rich_help_panel=AUDIT_PANEL)] = False,
     dataset: Annotated[str, typer.Option("--dataset", help="imagenet, folder or digits (embedded).",
                                          rich_help_panel=DATA_PANEL)] = "imagenet",
     data: Annotated[str | None, typer.Option("--data", help="Image folder for imagenet / folder.",
@@ -74,9 +74,6 @@ def audit_command(
     quiet: Quiet = False,
 ) -> None:
     """Audit an attack evaluation: run the checks' attacks (reusing finished cells), judge, print the verdicts."""
-    if list_checks:
-        _print_checks()
-        return
     from robustbench_rpc.audit import audit, parse_checks, parse_thresholds
 
     parse_checks(checks)
@@ -91,6 +88,13 @@ def audit_command(
     print_verdicts(summary, f"{model}: audit")
     if fail_on_flag and any(r.status == "flag" for r in summary.results):
         raise typer.Exit(1)
+
+
+def _list_checks(value: bool) -> None:
+    """``--list-checks``: print the checks and exit before the other options are checked."""
+    if value:
+        _print_checks()
+        raise typer.Exit()
 
 
 def _print_checks() -> None:
