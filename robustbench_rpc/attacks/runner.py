@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -228,15 +229,10 @@ def _execute(
 
         ctx = replace(ctx, surrogate=cast_model(ctx.surrogate, attacked.dtype))
     attack = spec.definition.load_factory()(target, spec, ctx)
-    with seeded(ctx.seed, ctx.device), gradient_modifiers(attacked.model, spec) if white_box else _nothing():
+    with seeded(ctx.seed, ctx.device), gradient_modifiers(attacked.model, spec) if white_box else nullcontext():
         output = attack(x_attack, labels)
     output.adv = output.adv.detach().to(x.dtype)
     return output, (tracer.summary() if tracer is not None else None), eot
-
-
-@contextlib.contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _queries(output: AttackOutput, n: int) -> Tensor:
@@ -251,9 +247,7 @@ def _pixel_budget(images: Tensor, spec: AttackSpec) -> Callable[[Tensor], Tensor
     tol = budget_tolerance(spec.eps, spec.norm, images[0].numel() if len(images) else 1)
 
     def inside(x: Tensor) -> Tensor:
-        delta = (x.to(images.dtype) - images).flatten(1)
-        norm = {"Linf": lambda d: d.abs().amax(1), "L2": lambda d: d.norm(dim=1), "L1": lambda d: d.abs().sum(1)}
-        ok = norm[spec.norm](delta).double() <= spec.eps + tol
+        ok = perturbation_norms(images, x.to(images.dtype))[spec.norm].double() <= spec.eps + tol
         flat = x.flatten(1)
         return ok & (flat.amin(1) >= 0) & (flat.amax(1) <= 1) & torch.isfinite(flat).all(1)
 

@@ -229,24 +229,16 @@ def _sort_key(spec: CellSpec) -> tuple[Any, ...]:
 
 def _worst_case_cell(members: list[LoadedCell]) -> LoadedCell:
     """One model's per-sample worst case over ``members`` (attack cells at one budget), as a loaded cell."""
-    import pandas as pd
+    from robustbench_rpc.results.worst_case import WorstCaseGroup, attack_labels
 
-    from robustbench_rpc.results.worst_case import attack_labels
-
-    common = None
-    for cell in members:
-        ids = pd.Index(cell.records["sample_id"])
-        common = ids if common is None else common.intersection(ids, sort=False)
-    correct = np.ones(len(common), dtype=bool)
-    for cell in members:
-        correct &= cell.records.set_index("sample_id").loc[common, "correct1"].astype(bool).to_numpy()
+    group = WorstCaseGroup([c.spec for c in members], [c.records for c in members])
     first = members[0].spec
     params = {"name": WORST_CASE, "norm": first.params.get("norm"), "eps": first.params.get("eps"),
               "attacks": sorted(attack_labels([c.spec for c in members])),
               "threat_model": first.params.get("threat_model", "pixel")}
     spec = CellSpec(model=first.model, dataset=first.dataset, condition="attack", params=params,
                     checkpoint_sha256=first.checkpoint_sha256, model_options=first.model_options)
-    records = pd.DataFrame({"sample_id": list(common), "correct1": correct})
+    records = group.per_sample()[["sample_id", "correct1"]]
     return LoadedCell(label=members[0].label, spec=spec, records=records, path=members[0].path)
 
 
