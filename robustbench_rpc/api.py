@@ -30,6 +30,8 @@ class RunSummary:
     table: Any = None  # pandas DataFrame of the tidy rows of this run's cells (None on ranks other than 0)
     rank: int = 0  # this process's rank in a distributed run (only rank 0 writes and has the table)
     part: str | None = None  # "i/n" for a --shard-by samples run: it wrote parts of cells, not finished cells
+    notes: list[str] = field(default_factory=list)  # what the terminal should say (skipped images, ...)
+    resumed_batches: int = 0  # finished batches read back from the journal of an interrupted run
 
     def __str__(self) -> str:
         if self.part is not None:
@@ -242,9 +244,11 @@ def run_plan(request: ModelRequest, out: str | Path, run: RunOptions, build_jobs
 
 
 def _run(request: ModelRequest, out: str | Path, run: RunOptions, build_jobs: Any, what: str) -> RunSummary:
+    from robustbench_rpc.atomic import check_writable_dir
     from robustbench_rpc.engine.distributed import init_distributed, shutdown
 
     run.validate()
+    check_writable_dir(Path(out), "--out")
     ctx, device_name = init_distributed(run.device)
     try:
         summary = _run_ranked(request, out, run, build_jobs, what, ctx, device_name)
@@ -312,9 +316,10 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
     options = EngineOptions(batch_size=run.batch_size, workers=run.workers, device=device, precision=run.precision,
                             seed=run.seed, force=run.force, pin_memory=device.type == "cuda",
                             prefetch_factor=run.prefetch_factor, channels_last=run.channels_last, decode=run.decode,
-                            dist=ctx, part=part)
+                            dist=ctx, part=part, journal_root=Path(out))
     store: Any = None
     provenance: dict[str, Any] = {}
+    created = not Path(out).exists()
 
     def open_store() -> tuple[str, list[str]]:
         nonlocal store, provenance
@@ -339,10 +344,17 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
     summary = RunSummary(Path(out), rank=ctx.rank, part=f"{shard[0]}/{shard[1]}" if part else None)
     pending_jobs = [job for job in jobs if any(s.key() in set(todo) for s in job.specs)]
     share = -(-total_samples(pending_jobs) // ctx.world_size)
-    with ProgressReporter(share, enabled=run.progress and ctx.is_main, description=what) as progress:
-        engine = Engine(model, store, provenance, run_id, options, progress, todo=set(todo))
-        engine.run(jobs)
+    engine = Engine(model, store, provenance, run_id, options, todo=set(todo))
+    try:
+        with ProgressReporter(share, enabled=run.progress and ctx.is_main, description=what) as progress:
+            engine.progress = progress
+            engine.run(jobs)
+    except UserError:
+        if ctx.is_main and not engine.written:  # refused before anything was stored: leave nothing behind
+            store.abandon_run(run_id, created=created)
+        raise
     summary.written, summary.skipped = engine.written, engine.skipped
+    summary.notes, summary.resumed_batches = engine.notes, engine.resumed_batches
     if not ctx.is_main:
         return summary
     import pandas as pd
@@ -456,8 +468,11 @@ def attack(
     needed). ``surrogate`` (``NAME[:CHECKPOINT]`` or a module) is the transfer attack's surrogate (default for an RPC
     model: the same weights with PAP off); ``attack_dtype`` ('float64') sets every attack's ``attack_dtype``.
     """
+    from robustbench_rpc.atomic import check_writable_dir
     from robustbench_rpc.engine.attack_plan import build_attack_jobs
 
+    if save_adv is not None:
+        check_writable_dir(Path(save_adv), "--save-adv")
     request = ModelRequest(model, checkpoint, model_name, dict(model_options or {}), trust_checkpoint, use_ema,
                            num_classes, dict(preprocessing or {}))
     run = RunOptions(**run_options)

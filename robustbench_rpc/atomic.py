@@ -50,3 +50,28 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
+
+
+def check_writable_dir(path: Path, option: str) -> None:
+    """Raise ``UserError`` unless ``path`` is (or can be created as) a directory this process can write into.
+
+    Checked before any work, so that a run is refused at once rather than after hours of computing.
+    """
+    from robustbench_rpc.errors import UserError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path} is a file; expected a directory (a new one, or one to add to).")
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise UserError(f"{option} {path} cannot be created: {probe} is a file, not a directory.")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        if probe == path:
+            raise UserError(f"{option} {path} is not writable (permission denied); choose a directory you can "
+                            "write to.")
+        raise UserError(f"{option} {path} cannot be created: permission denied on {probe}; choose a location "
+                        "you can write to.")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -87,16 +89,33 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Print this package's warnings as one plain sentence; others as Python prints them."""
+    ours = Path(filename).resolve().is_relative_to(_PACKAGE_DIR)
+    if category.__module__.startswith("robustbench_rpc") or ours:
+        typer.echo(f"Warning: {message}", err=True)
+        return
+    _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
 def _main(argv: list[str] | None) -> None:
     command = typer.main.get_command(app)
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("ROBUSTBENCH_RPC_DEBUG"))
     try:
-        command.main(args=argv, prog_name="robustbench-rpc", standalone_mode=True)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            command.main(args=argv, prog_name="robustbench-rpc", standalone_mode=True)
     except UserError as exc:
         if debug:
             raise
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        typer.echo("Interrupted; finished cells are kept, the cell in progress was discarded.", err=True)
+        typer.echo("Interrupted; finished cells and the finished batches of the cells in progress are kept: run "
+                   "the same command again to resume.", err=True)
         sys.exit(130)

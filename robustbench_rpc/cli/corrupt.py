@@ -141,9 +141,14 @@ def corrupt_command(
     if not keep_size and (crop < 32 or resize < crop):
         raise UserError(f"--crop must be at least 32 and --resize at least --crop, got {resize} and {crop}.")
     files = find_images(input)[:limit]
-    if output.exists() and not output.is_dir():
-        raise UserError(f"Output {output} exists and is not a folder.")
-    _run(input, output, files, names, levels, seed, resize, crop, keep_size, quality, batch_size, device)
+    from robustbench_rpc.atomic import check_writable_dir
+
+    check_writable_dir(output, "--output")
+    try:
+        _run(input, output, files, names, levels, seed, resize, crop, keep_size, quality, batch_size, device)
+    except OSError as exc:  # e.g. the disk filled up, or permissions changed during the run
+        raise UserError(f"Cannot write the corrupted images under {output}: "
+                        f"{exc.strerror or exc} ({exc.filename or output}).") from None
 
 
 def _run(

@@ -71,9 +71,19 @@ def _missing(value: Any) -> bool:
     return value is None or value != value  # None or NaN
 
 
+def _print_notes(summary: Any) -> None:
+    """Say on the terminal what the run's cells record quietly: skipped images, batches resumed from a journal."""
+    for note in getattr(summary, "notes", []):
+        typer.echo(note, err=True)
+    resumed = getattr(summary, "resumed_batches", 0)
+    if resumed:
+        typer.echo(f"Resumed {resumed} finished batch(es) from the journal of an interrupted run.", err=True)
+
+
 def _print_summary(summary: Any, title: str) -> None:
     if getattr(summary, "rank", 0) != 0:  # distributed: rank 0 reports for everyone
         return
+    _print_notes(summary)
     if getattr(summary, "part", None) is not None:  # a sample shard: parts of cells, no metrics before the merge
         typer.echo(str(summary))
         return

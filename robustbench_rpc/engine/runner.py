@@ -6,6 +6,10 @@ and attacks (one (attack, eps) per cell). Finished cells are skipped on a re-run
 
 With ``EngineOptions.part`` (``--shard i/n --shard-by samples``) every cell runs only on the canonical batches
 ``b % n == i`` and is written as a part (``ResultsStore.write_part``) that ``merge`` assembles later.
+
+Every pass journals each batch it finishes (``EngineOptions.journal_root``, :mod:`robustbench_rpc.results.journal`)
+and reads the journal back when it starts, so a killed run redoes at most the batches in flight; every batch's
+logits are checked to be finite before they become records (:mod:`robustbench_rpc.engine.guards`).
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from torch import Tensor
 from robustbench_rpc.data.base import Batch, LoadReport
 from robustbench_rpc.data.classes import mask_logits
 from robustbench_rpc.engine.device import autocast
-from robustbench_rpc.engine.distributed import DistContext, gather_to_main, sample_shard_rank
+from robustbench_rpc.engine.distributed import DistContext, canonical_batches, gather_to_main, sample_shard_rank
+from robustbench_rpc.engine.guards import NonFiniteOutputError, NoReadableImagesError, check_finite, check_readable
 from robustbench_rpc.engine.records import records_frame, records_from_logits
 from robustbench_rpc.engine.sources import BatchSource, LoaderOptions
+from robustbench_rpc.results.journal import BatchJournal
 from robustbench_rpc.results.schema import BASE_COLUMNS, CellSpec
 
 
@@ -53,6 +59,7 @@ class EngineOptions:
     decode: str = "cpu"
     dist: DistContext = field(default_factory=DistContext)
     part: SamplePart | None = None
+    journal_root: Any = None  # results directory whose journal/ keeps finished batches (None: no journal)
 
     @property
     def loading(self) -> LoaderOptions:
@@ -71,6 +78,18 @@ class BatchPart:
     converted: list[tuple[str, str]]
     loaded: int
     log: list[str] = field(default_factory=list)  # what the attack logged (AutoAttack's checks among it)
+    resumed: bool = False  # read back from the journal of an interrupted run, not computed now
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the batch as JSON-serialisable data (for the journal)."""
+        return {"rows": self.rows, "skipped": [list(x) for x in self.skipped],
+                "converted": [list(x) for x in self.converted], "loaded": self.loaded, "log": self.log}
+
+    @classmethod
+    def from_json(cls, number: int, data: dict[str, Any]) -> BatchPart:
+        """Rebuild a journaled batch (marked ``resumed``)."""
+        return cls(number, data["rows"], [tuple(x) for x in data["skipped"]],
+                   [tuple(x) for x in data["converted"]], int(data["loaded"]), list(data["log"]), resumed=True)
 
 
 @dataclass
@@ -191,6 +210,8 @@ class Engine:
         self.todo = todo
         self.written: list[CellSpec] = []
         self.skipped: list[CellSpec] = []
+        self.resumed_batches = 0  # batches read back from journals instead of computed
+        self.notes: list[str] = []  # what the terminal should say about the cells written (skipped images, ...)
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _forward(self, images: Tensor) -> Tensor:
@@ -200,11 +221,59 @@ class Engine:
         with torch.inference_mode(), autocast(self.options.device, self.options.precision):
             return self.model(images).float()
 
-    def _batches(self, source: BatchSource) -> Any:
+    def _logits(self, images: Tensor, source: BatchSource, spec: CellSpec, number: int, batch: Batch) -> Tensor:
+        """Forward a batch, mask the logits to the dataset's classes, refuse non-finite ones."""
+        logits = mask_logits(self._forward(images), source.class_indices).cpu()
+        check_finite(logits, spec, number, batch.sample_ids)
+        return logits
+
+    def _rank_world(self) -> tuple[int, int]:
         dist, part = self.options.dist, self.options.part
-        rank, world = (dist.rank, dist.world_size) if part is None else \
-            sample_shard_rank(part.index, part.count, dist.rank, dist.world_size)
-        return source.shard_batches(self.options.batch_size, rank, world, self.options.loading)
+        if part is None:
+            return dist.rank, dist.world_size
+        return sample_shard_rank(part.index, part.count, dist.rank, dist.world_size)
+
+    def _journal(self, specs: Sequence[CellSpec], source: BatchSource, label: str) -> BatchJournal | None:
+        if self.options.journal_root is None:
+            return None
+        context = {"batch_size": self.options.batch_size, "seed": self.options.seed,
+                   "precision": self.options.precision, "decode": self.options.decode,
+                   "channels_last": self.options.channels_last, "dataset": source.fingerprint(),
+                   "samples": len(source)}
+        journal = BatchJournal(self.options.journal_root, [s.key() for s in specs], context, label)
+        if self.options.force and self.options.dist.is_main:
+            journal.discard()
+        return journal
+
+    def _pass(self, specs: Sequence[CellSpec], source: BatchSource, compute: Callable[[int, Batch], BatchPart],
+              label: str, units: int = 1) -> tuple[list[BatchPart], BatchJournal | None]:
+        """Run ``compute`` on this rank's canonical batches, reading finished ones back from the journal.
+
+        Each new batch is journaled as soon as it is computed; ``units`` is the progress per image (cells per pass).
+        """
+        journal = self._journal(specs, source, label)
+        rank, world = self._rank_world()
+        mine = {number for number, _ in canonical_batches(len(source), self.options.batch_size, rank, world)}
+        parts = [BatchPart.from_json(n, payload) for n, payload in (journal.load() if journal else {}).items()
+                 if n in mine and not self.options.force]
+        for part in parts:
+            self._tick(label, (part.loaded + len(part.skipped)) * units, len(source) * units)
+        self.resumed_batches += len(parts)
+        done = frozenset(p.number for p in parts)
+        try:
+            for number, batch in source.shard_batches(self.options.batch_size, rank, world, self.options.loading,
+                                                      skip=done):
+                part = compute(number, batch)
+                if journal is not None:
+                    journal.add(number, part.to_json())
+                parts.append(part)
+                self._tick(label, (len(batch) + len(batch.skipped)) * units, len(source) * units)
+        except NonFiniteOutputError:
+            if journal is not None:  # the model is broken: its other batches are no use to a later run
+                journal.discard()
+            raise
+        parts.sort(key=lambda p: p.number)
+        return parts, journal
 
     @staticmethod
     def _part(number: int, batch: Batch, rows: dict[str, list[dict[str, Any]]],
@@ -212,8 +281,11 @@ class Engine:
         return BatchPart(number, rows, list(batch.skipped), list(batch.converted), len(batch), list(log or []))
 
     def _finish(self, specs: Sequence[CellSpec], parts: list[BatchPart], source: BatchSource, started: float,
-                extra: dict[str, Any] | None = None) -> None:
-        """Gather the parts on rank 0 and write each cell there (records in dataset order, one load report)."""
+                extra: dict[str, Any] | None = None, journal: BatchJournal | None = None) -> None:
+        """Gather the parts on rank 0 and write each cell there (records in dataset order, one load report).
+
+        A dataset that yielded no image is refused (no cell); the journal of the pass is removed once written.
+        """
         gathered = gather_to_main(self.options.dist, parts)
         if gathered is None:  # not rank 0: rank 0 writes
             self.written.extend(specs)
@@ -225,13 +297,28 @@ class Engine:
             report.skipped.extend(part.skipped)
             report.converted.update(mode for _, mode in part.converted)
             report.loaded += part.loaded
+        if self.options.part is None:
+            try:
+                check_readable(specs[0], report.loaded, report.skipped, len(source))
+            except NoReadableImagesError:
+                if journal is not None:
+                    journal.discard()
+                raise
         part_meta = None if self.options.part is None else self._part_meta(ordered, source)
         logs = [line for part in ordered for line in part.log]
         if logs:
             extra = {**(extra or {}), "attack_log": summarize_log(logs)}
+        resumed = sum(p.resumed for p in ordered)
+        if resumed:
+            extra = {**(extra or {}), "resumed_batches": resumed}
         for spec in specs:
             rows = [row for part in ordered for row in part.rows.get(spec.key(), [])]
             self._write(spec, rows, source, report, started, extra, part_meta)
+        if report.skipped:
+            where = specs[0].slug() if len(specs) == 1 else f"{len(specs)} cells on {specs[0].dataset}"
+            self.notes.append(f"Skipped images in {where}: {report.summary()}.")
+        if journal is not None:
+            journal.discard()
 
     def _part_meta(self, ordered: list[BatchPart], source: BatchSource) -> dict[str, Any]:
         """Describe a sample shard's part: which batches it holds and their load accounting (for the merge)."""
@@ -293,31 +380,30 @@ class Engine:
 
     def _classify(self, job: ClassifyJob) -> None:
         started = time.perf_counter()
-        parts: list[BatchPart] = []
-        label, key = job.spec.slug(), job.spec.key()
-        total = len(job.source)
-        for number, batch in self._batches(job.source):
+        key = job.spec.key()
+
+        def compute(number: int, batch: Batch) -> BatchPart:
             rows: list[dict[str, Any]] = []
             if len(batch):
                 images = job.transform(batch.images) if job.transform else batch.images
-                logits = mask_logits(self._forward(images), job.source.class_indices).cpu()
+                logits = self._logits(images, job.source, job.spec, number, batch)
                 rows = records_from_logits(logits, batch.labels, batch.sample_ids, batch.indices,
                                            batch.is_ood if job.ood else None)
-            parts.append(self._part(number, batch, {key: rows}))
-            self._tick(label, len(batch) + len(batch.skipped), total)
-        self._finish([job.spec], parts, job.source, started)
+            return self._part(number, batch, {key: rows})
+
+        parts, journal = self._pass([job.spec], job.source, compute, job.spec.slug())
+        self._finish([job.spec], parts, job.source, started, journal=journal)
 
     def _generated(self, job: GeneratedCorruptionJob, todo: set[str]) -> None:
         from robustbench_rpc.corruptions import corrupt, jpeg_roundtrip
 
         cells = [c for c in job.cells if c[0].key() in todo]
-        parts: list[BatchPart] = []
         started = time.perf_counter()
-        total = len(job.source) * len(cells)
         seed = self.options.seed
         device = self.options.device
         draws_on = device if job.draws_on_device else torch.device("cpu")
-        for number, batch in self._batches(job.source):
+
+        def compute(number: int, batch: Batch) -> BatchPart:
             rows: dict[str, list[dict[str, Any]]] = {spec.key(): [] for spec, _, _ in cells}
             if len(batch):
                 clean = batch.images.to(device, non_blocking=True)  # corruptions run on the model's device
@@ -331,20 +417,21 @@ class Engine:
                         images = images.float() / 255.0
                     if job.to_model is not None:
                         images = job.to_model(images)
-                    logits = mask_logits(self._forward(images), job.source.class_indices).cpu()
+                    logits = self._logits(images, job.source, spec, number, batch)
                     rows[spec.key()] = records_from_logits(logits, batch.labels, batch.sample_ids, batch.indices)
-                    self._tick("generated corruptions", len(batch), total)
-            parts.append(self._part(number, batch, rows))
-        self._finish([spec for spec, _, _ in cells], parts, job.source, started, {"generated": True})
+            return self._part(number, batch, rows)
+
+        specs = [spec for spec, _, _ in cells]
+        parts, journal = self._pass(specs, job.source, compute, "generated corruptions", units=len(cells))
+        self._finish(specs, parts, job.source, started, {"generated": True}, journal)
 
     def _attack(self, job: AttackJob) -> None:
         from robustbench_rpc.attacks import run_attack
 
         started = time.perf_counter()
-        parts: list[BatchPart] = []
-        label, key = job.spec.slug(), job.spec.key()
-        total = len(job.source)
-        for number, batch in self._batches(job.source):
+        key = job.spec.key()
+
+        def compute(number: int, batch: Batch) -> BatchPart:
             batch_rows: list[dict[str, Any]] = []
             log: list[str] = []
             if len(batch):
@@ -352,6 +439,10 @@ class Engine:
                 seed = cell_seed(self.options.seed, job.spec.condition_key(), start)
                 result = run_attack(self.model, batch.images, batch.labels, job.attack, seed=seed,
                                     compat=job.compat, surrogate=job.surrogate)
+                check_finite(result.clean_logits.detach().float().cpu(), job.spec, number, batch.sample_ids,
+                             "clean")
+                check_finite(result.adv_logits.detach().float().cpu(), job.spec, number, batch.sample_ids,
+                             "adversarial")
                 log = result.log
                 batch_rows = result.records(batch.labels, sample_ids=batch.sample_ids)
                 for row, index in zip(batch_rows, batch.indices.tolist(), strict=True):
@@ -363,22 +454,23 @@ class Engine:
 
                     save_adversarial(Path(job.save_adv) / job.spec.slug(), result, batch.images, batch.labels,
                                      index_offset=start, sample_ids=batch.sample_ids, n_png=8)
-            parts.append(self._part(number, batch, {key: batch_rows}, log))
-            self._tick(label, len(batch), total)
-        self._finish([job.spec], parts, job.source, started, {"attack": job.attack.label()})
+            return self._part(number, batch, {key: batch_rows}, log)
+
+        parts, journal = self._pass([job.spec], job.source, compute, job.spec.slug())
+        self._finish([job.spec], parts, job.source, started, {"attack": job.attack.label()}, journal)
 
     def _stability(self, job: StabilityJob) -> None:
         """Records of the first clean pass, and whether repeats or tiny noise changed each prediction."""
         started = time.perf_counter()
-        parts: list[BatchPart] = []
-        label, key = job.spec.slug(), job.spec.key()
-        total = len(job.source)
+        key = job.spec.key()
         classes = job.source.class_indices
-        for number, batch in self._batches(job.source):
+
+        def compute(number: int, batch: Batch) -> BatchPart:
             rows: list[dict[str, Any]] = []
             if len(batch):
                 images = batch.images.to(self.options.device)
                 first = mask_logits(self._forward(images), classes)
+                check_finite(first.cpu(), job.spec, number, batch.sample_ids)
                 pred = first.argmax(dim=1)
                 changed = torch.zeros(len(images), dtype=torch.bool, device=first.device)
                 diff = torch.zeros(len(images), device=first.device)
@@ -394,6 +486,7 @@ class Engine:
                 rows = records_from_logits(first.cpu(), batch.labels, batch.sample_ids, batch.indices)
                 for row, c, n, d in zip(rows, changed.tolist(), noise_changed.tolist(), diff.tolist(), strict=True):
                     row.update(pred_changed=bool(c), noise_pred_changed=bool(n), max_logit_diff=float(d))
-            parts.append(self._part(number, batch, {key: rows}))
-            self._tick(label, len(batch), total)
-        self._finish([job.spec], parts, job.source, started, {"probe": "stability"})
+            return self._part(number, batch, {key: rows})
+
+        parts, journal = self._pass([job.spec], job.source, compute, job.spec.slug())
+        self._finish([job.spec], parts, job.source, started, {"probe": "stability"}, journal)

@@ -40,7 +40,8 @@ class BatchSource(Protocol):
     def batches(self, batch_size: int, workers: int = 0, pin_memory: bool = False) -> Iterator[Batch]: ...
 
     def shard_batches(self, batch_size: int, rank: int = 0, world_size: int = 1,
-                      loading: LoaderOptions | None = None) -> Iterator[tuple[int, Batch]]: ...
+                      loading: LoaderOptions | None = None,
+                      skip: frozenset[int] = frozenset()) -> Iterator[tuple[int, Batch]]: ...
 
     def missing(self) -> list[tuple[str, str]]: ...
 
@@ -78,15 +79,18 @@ class FileSource:
         return list(self.dataset.missing)
 
     def shard_batches(self, batch_size: int, rank: int = 0, world_size: int = 1,
-                      loading: LoaderOptions | None = None) -> Iterator[tuple[int, Batch]]:
+                      loading: LoaderOptions | None = None,
+                      skip: frozenset[int] = frozenset()) -> Iterator[tuple[int, Batch]]:
         """Yield ``(number, batch)`` for the canonical batches of this rank (all when ``world_size`` is 1).
 
-        Batches may be empty when every file in them was unreadable (their ``skipped`` lists say why).
+        Batches numbered in ``skip`` (finished earlier) are neither read nor decoded. Batches may be empty when
+        every file in them was unreadable (their ``skipped`` lists say why).
         """
         from torch.utils.data import DataLoader
 
         loading = loading or LoaderOptions()
-        plan = canonical_batches(len(self.dataset), batch_size, rank, world_size)
+        plan = [(n, r) for n, r in canonical_batches(len(self.dataset), batch_size, rank, world_size)
+                if n not in skip]
         if not plan:
             return
         device = loading.decode_device
@@ -152,10 +156,13 @@ class TensorSource:
         return []
 
     def shard_batches(self, batch_size: int, rank: int = 0, world_size: int = 1,
-                      loading: LoaderOptions | None = None) -> Iterator[tuple[int, Batch]]:
-        """Yield ``(number, batch)`` for the canonical batches of this rank (all when ``world_size`` is 1)."""
+                      loading: LoaderOptions | None = None,
+                      skip: frozenset[int] = frozenset()) -> Iterator[tuple[int, Batch]]:
+        """Yield ``(number, batch)`` for the canonical batches of this rank but those in ``skip``."""
         pin = loading is not None and loading.pin_memory
         for number, positions in canonical_batches(len(self), batch_size, rank, world_size):
+            if number in skip:
+                continue
             start, stop = positions.start, positions.stop
             images = self.images[start:stop]
             yield number, Batch(

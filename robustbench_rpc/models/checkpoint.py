@@ -44,6 +44,10 @@ class Checkpoint:
         return self.ema_state_dict
 
 
+#: A global that safe unpickling refused, in torch's older ("Unsupported global: GLOBAL x.y") and current
+#: ("Trying to load unsupported GLOBAL x.y whose module x is blocked") wordings.
+_BLOCKED_GLOBAL = re.compile(r"unsupported (?:global:\s+)?GLOBAL\s+([\w.]+)", re.IGNORECASE)
+
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     """Return the SHA-256 hex digest of a file."""
     digest = hashlib.sha256()
@@ -113,11 +117,16 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> Checkpoint:
     try:
         obj = _torch_load(path, trust)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        found = _BLOCKED_GLOBAL.search(str(exc))
         if found:
             raise UserError(
                 f"Checkpoint {path} needs arbitrary unpickling to load (it pickles {found.group(1)}); pass "
                 "--trust-checkpoint (trust=True) only if you trust its source."
+            ) from None
+        if "weights only load failed" in str(exc).lower():
+            raise UserError(
+                f"Checkpoint {path} holds objects that safe loading refuses; pass --trust-checkpoint "
+                "(trust=True) only if you trust its source."
             ) from None
         raise UserError(f"{path} is not a PyTorch checkpoint (it could not be unpickled).") from None
     except Exception as exc:  # torch.load signals a foreign or damaged file with many exception types

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,25 @@ from robustbench_rpc.errors import UserError, did_you_mean
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def check_normalization(mean: Sequence[float], std: Sequence[float], channels: int | None = None) -> None:
+    """Raise ``UserError`` unless mean and std are finite, std > 0, and both give one value or one per channel."""
+    mean, std = [float(v) for v in mean], [float(v) for v in std]
+    if not mean or not std:
+        raise UserError("The normalization needs a mean and a std (e.g. --mean 0.485,0.456,0.406).")
+    if len(mean) != len(std):
+        raise UserError(f"The normalization has {len(mean)} mean value(s) but {len(std)} std value(s); give "
+                        "one per channel for both.")
+    if channels is not None and len(mean) not in (1, channels):
+        raise UserError(f"The normalization has {len(mean)} values per statistic but the model takes {channels} "
+                        f"channels; give 1 or {channels} values.")
+    bad_mean = [m for m in mean if not math.isfinite(m)]
+    if bad_mean:
+        raise UserError(f"The normalization mean must be finite numbers, got {mean}.")
+    bad_std = [s for s in std if not math.isfinite(s) or s <= 0]
+    if bad_std:
+        raise UserError(f"The normalization std must be finite numbers > 0 (the model divides by it), got {std}.")
 
 
 class NormalizedModel(nn.Module):
@@ -28,6 +48,7 @@ class NormalizedModel(nn.Module):
         info: ModelInfo | None = None,
     ) -> None:
         super().__init__()
+        check_normalization(mean, std)
         self.model = model
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
@@ -214,6 +235,7 @@ def load_model(
         if value is not None:
             prep[key] = value
     _fit_input_size(model, name, prep, user_size=(preprocessing or {}).get("input_size") is not None)
+    check_normalization(prep["mean"], prep["std"], int(prep["input_size"][0]) if prep.get("input_size") else None)
     rpc = getattr(model, "rpc_description", lambda: "off")()
     info = ModelInfo(
         name=name,

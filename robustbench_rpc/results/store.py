@@ -234,6 +234,21 @@ class ResultsStore:
         self._save_manifest()
         return run_id
 
+    def abandon_run(self, run_id: str, *, created: bool) -> None:
+        """Forget a run that stored nothing (it was refused): its record, or the whole directory it created."""
+        self.manifest = self._read_manifest()
+        others = [e for e in self.manifest.get("runs", []) if e.get("run_id") != run_id]
+        has_results = any(self.cells_dir.glob("*.parquet")) or \
+            (self.parts_dir.is_dir() and any(self.parts_dir.glob("*.parquet")))
+        if created and not others and not has_results:
+            import shutil
+
+            shutil.rmtree(self.root, ignore_errors=True)
+            return
+        (self.runs_dir / f"{run_id}.json").unlink(missing_ok=True)
+        self.manifest["runs"] = others
+        self._save_manifest()
+
     def import_run(self, record: dict[str, Any]) -> None:
         """Copy the provenance of a run made elsewhere (e.g. a shard being merged) under its own run id."""
         run_id = str(record["run_id"])
@@ -297,8 +312,8 @@ class ResultsStore:
             return self._verify(path, part=part)
         except ValueError as exc:
             warnings.warn(
-                f"{'Part' if part else 'Cell'} file {path} is corrupt ({exc}); it is treated as unfinished and "
-                "will be recomputed.",
+                f"{'Part' if part else 'Cell'} file {path} is corrupt ({exc}); it is treated as unfinished (left "
+                "out of tables; the next run of its command computes it again).",
                 CorruptCellWarning,
                 stacklevel=3,
             )

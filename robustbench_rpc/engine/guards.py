@@ -1,0 +1,47 @@
+"""Checks that keep wrong results out of the store: non-finite model outputs, datasets with no readable image."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from robustbench_rpc.errors import UserError
+from robustbench_rpc.results.schema import CellSpec
+
+
+class NonFiniteOutputError(UserError):
+    """The model returned NaN or infinite logits: the cell would hold meaningless predictions."""
+
+
+class NoReadableImagesError(UserError):
+    """Every image of a dataset failed to load: there is nothing to evaluate."""
+
+
+def check_finite(logits: Tensor, spec: CellSpec, number: int, sample_ids: Sequence[str], what: str = "") -> None:
+    """Raise :class:`NonFiniteOutputError` naming the model, the cell and the batch when ``logits`` are not finite."""
+    bad_rows = ~torch.isfinite(logits).all(dim=1)
+    if not bool(bad_rows.any()):
+        return
+    rows = bad_rows.nonzero().flatten().tolist()
+    first = [str(sample_ids[i]) for i in rows[:3] if i < len(sample_ids)]
+    more = f" and {len(rows) - len(first)} more" if len(rows) > len(first) else ""
+    kind = f"{what} " if what else ""
+    raise NonFiniteOutputError(
+        f"Model {spec.model} returned non-finite {kind}logits (NaN or inf) for {len(rows)} of {len(logits)} "
+        f"image(s) of batch {number} of {spec.slug()} (e.g. {', '.join(first)}{more}); nothing was stored for "
+        "this cell: check the checkpoint and the --mean/--std preprocessing."
+    )
+
+
+def check_readable(spec: CellSpec, loaded: int, skipped: Sequence[tuple[str, str]], total: int) -> None:
+    """Raise :class:`NoReadableImagesError` when a dataset of ``total`` files yielded no image at all."""
+    if loaded > 0 or total == 0:
+        return
+    reasons = sorted({reason.split(" (")[0] for _, reason in skipped})
+    why = f" ({'; '.join(reasons[:3])})" if reasons else ""
+    raise NoReadableImagesError(
+        f"None of the {total} image(s) of {spec.dataset} could be read{why}, so {spec.slug()} was not created; "
+        "check the folder holds images PIL can open."
+    )

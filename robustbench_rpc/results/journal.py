@@ -1,0 +1,96 @@
+"""The batch journal: finished batches of cells still in progress, kept durably so that a killed run resumes.
+
+A pass of the engine (one cell, or the many cells of one generated-corruption pass) journals every canonical batch
+it finishes as ``<results>/journal/<key>/batch-<number>.json``, written atomically (:mod:`robustbench_rpc.atomic`).
+``key`` hashes the cells of the pass and everything that decides a batch's records (batch size, seed, precision,
+dataset fingerprint), so a journal is only read back by a run that would compute the very same batches; batch
+numbers are canonical (independent of the rank and world size), so a resumed run may use another number of
+processes. When the pass's cells are written the journal is removed. A kill loses at most the batch each process
+had in flight.
+
+Records go through JSON with Python's shortest round-trip float repr, so a resumed cell equals an uninterrupted
+one bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from robustbench_rpc.atomic import TEMP_PREFIX, atomic_write_bytes
+
+#: Sub-directory of a results directory that holds the journals of passes in progress.
+JOURNAL_DIR = "journal"
+#: Version of the journal's file format (a journal of another version is ignored).
+JOURNAL_FORMAT = 1
+_HEADER = "journal.json"
+
+
+def journal_key(cell_keys: Sequence[str], context: dict[str, Any]) -> str:
+    """Return the name of the journal of a pass: a hash of its cells and of what decides their batches."""
+    text = json.dumps({"cells": sorted(cell_keys), "context": context, "format": JOURNAL_FORMAT}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def journal_directories(results_root: str | Path) -> list[Path]:
+    """Return the journals of unfinished passes in a results directory (empty when there are none)."""
+    base = Path(results_root) / JOURNAL_DIR
+    return sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+
+class BatchJournal:
+    """The journal of one pass: ``load()`` the batches finished earlier, ``add()`` each new one, ``discard()``."""
+
+    def __init__(self, results_root: str | Path, cell_keys: Sequence[str], context: dict[str, Any],
+                 description: str = "") -> None:
+        self.key = journal_key(cell_keys, context)
+        self.directory = Path(results_root) / JOURNAL_DIR / self.key
+        self.header = {"format": JOURNAL_FORMAT, "cells": sorted(cell_keys), "context": context,
+                       "description": description}
+
+    def _batch_path(self, number: int) -> Path:
+        return self.directory / f"batch-{number:08d}.json"
+
+    def load(self) -> dict[int, dict[str, Any]]:
+        """Return ``{batch number: payload}`` of the batches journaled earlier (unreadable files are ignored)."""
+        header = self.directory / _HEADER
+        try:
+            stored = json.loads(header.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(stored, dict) or stored.get("format") != JOURNAL_FORMAT or \
+                stored.get("cells") != self.header["cells"]:
+            return {}
+        found: dict[int, dict[str, Any]] = {}
+        for path in sorted(self.directory.glob("batch-*.json")):
+            try:
+                entry = json.loads(path.read_text())
+                found[int(entry["number"])] = entry["payload"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a file torn by a crash of the file system itself: that batch is computed again
+        return found
+
+    def add(self, number: int, payload: dict[str, Any]) -> None:
+        """Write one finished batch durably (atomic rename after fsync)."""
+        if not self.directory.is_dir():
+            self.directory.mkdir(parents=True, exist_ok=True)
+        header = self.directory / _HEADER
+        if not header.exists():
+            atomic_write_bytes(header, json.dumps(self.header, sort_keys=True, default=str).encode())
+        data = json.dumps({"number": int(number), "payload": payload}, allow_nan=True).encode()
+        atomic_write_bytes(self._batch_path(number), data)
+
+    def discard(self) -> None:
+        """Remove the journal (its cells are written); leaves the parent directory alone unless it is empty."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+        parent = self.directory.parent
+        try:
+            if parent.is_dir() and not [p for p in parent.iterdir() if not p.name.startswith(TEMP_PREFIX)]:
+                shutil.rmtree(parent, ignore_errors=True)
+        except OSError:  # another process is journaling beside us
+            pass
