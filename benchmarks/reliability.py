@@ -5,7 +5,8 @@ corruption job, the job a kill hurt most before batch journaling), then ``--tria
 at a random moment between 5% and 95% of the reference's duration and started again to completion. Per trial it
 reports what had been kept at the kill (finished cells, journaled batches), how many batches the resumed run read
 back, the seconds of work lost (kill time minus the newest kept file, against the time per batch), and whether
-every cell's records equal the reference's exactly.
+every cell's records equal the reference's exactly. Last, what journaling costs: the same run in this process with
+the time spent writing journal files measured, as a share of the run's time.
 
 Usage: python benchmarks/reliability.py [--trials 5] [--suite digits-c] [--corruptions gaussian_noise,fog]
        [--severities 1,3] [--limit 160] [--batch-size 16] [--model symvit_digits_patch8_32] [--seed 0]
@@ -55,6 +56,40 @@ def kept_files(out: Path) -> tuple[int, int, float]:
     batches = list((out / "journal").glob("*/batch-*.json")) if (out / "journal").is_dir() else []
     newest = max((p.stat().st_mtime for p in cells + batches), default=0.0)
     return len(cells), len(batches), newest
+
+
+def journal_cost(args: argparse.Namespace, out: Path) -> tuple[float, float, int]:
+    """Run the reference evaluation in this process; return (seconds in journal writes, run seconds, writes)."""
+    import torch
+
+    from robustbench_rpc import api
+    from robustbench_rpc.results.journal import BatchJournal
+
+    torch.set_num_threads(1)
+    spent = [0.0, 0]
+    original = BatchJournal.add
+
+    def timed(self: BatchJournal, number: int, payload: dict) -> None:
+        start = time.perf_counter()
+        original(self, number, payload)
+        spent[0] += time.perf_counter() - start
+        spent[1] += 1
+
+    BatchJournal.add = timed  # type: ignore[method-assign]
+    try:
+        common = {"out": out, "batch_size": args.batch_size, "limit": args.limit, "seed": args.seed,
+                  "progress": False, "device": "cpu"}
+        started = time.perf_counter()
+        if args.attack:
+            api.attack(args.model, out=out, attacks="pgd", eps=args.eps, dataset="digits", batch_size=args.batch_size,
+                       limit=args.limit, seed=args.seed, progress=False, device="cpu")
+        else:
+            api.evaluate(args.model, suite=args.suite, corruptions=args.corruptions, severities=args.severities,
+                         **common)
+        total = time.perf_counter() - started
+    finally:
+        BatchJournal.add = original  # type: ignore[method-assign]
+    return spent[0], total, int(spent[1])
 
 
 def main() -> None:
@@ -111,6 +146,9 @@ def main() -> None:
         worst = max(lost) if lost else float("nan")
         print(f"\n{args.trials} trials: {identical_count} resumed runs wrote records identical to the "
               f"uninterrupted run; work lost at a kill: at most {worst:.2f} s (one batch takes ~{per_batch:.2f} s)")
+        writes_s, run_s, writes = journal_cost(args, Path(tmp) / "timed")
+        print(f"journal: {writes} batch files written in {writes_s:.3f} s, {100 * writes_s / run_s:.2f}% of the "
+              f"{run_s:.1f} s run")
 
 
 if __name__ == "__main__":

@@ -19,9 +19,14 @@ class NoReadableImagesError(UserError):
     """Every image of a dataset failed to load: there is nothing to evaluate."""
 
 
-def check_finite(logits: Tensor, spec: CellSpec, number: int, sample_ids: Sequence[str], what: str = "") -> None:
-    """Raise :class:`NonFiniteOutputError` naming the model, the cell and the batch when ``logits`` are not finite."""
-    bad_rows = ~torch.isfinite(logits).all(dim=1)
+def check_finite(logits: Tensor, spec: CellSpec, number: int, sample_ids: Sequence[str], what: str = "",
+                 classes: Tensor | None = None) -> None:
+    """Raise :class:`NonFiniteOutputError` naming the model, the cell and the batch when ``logits`` are not finite.
+
+    ``classes`` (the dataset's class mask, e.g. ImageNet-R's 200) limits the check to the logits that are scored.
+    """
+    values = logits if classes is None else logits[:, classes.to(logits.device)]
+    bad_rows = ~torch.isfinite(values).all(dim=1)
     if not bool(bad_rows.any()):
         return
     rows = bad_rows.nonzero().flatten().tolist()

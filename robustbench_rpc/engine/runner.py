@@ -223,9 +223,9 @@ class Engine:
 
     def _logits(self, images: Tensor, source: BatchSource, spec: CellSpec, number: int, batch: Batch) -> Tensor:
         """Forward a batch, mask the logits to the dataset's classes, refuse non-finite ones."""
-        logits = mask_logits(self._forward(images), source.class_indices).cpu()
-        check_finite(logits, spec, number, batch.sample_ids)
-        return logits
+        logits = self._forward(images).cpu()
+        check_finite(logits, spec, number, batch.sample_ids, classes=source.class_indices)
+        return mask_logits(logits, source.class_indices)
 
     def _rank_world(self) -> tuple[int, int]:
         dist, part = self.options.dist, self.options.part
@@ -439,10 +439,9 @@ class Engine:
                 seed = cell_seed(self.options.seed, job.spec.condition_key(), start)
                 result = run_attack(self.model, batch.images, batch.labels, job.attack, seed=seed,
                                     compat=job.compat, surrogate=job.surrogate)
-                check_finite(result.clean_logits.detach().float().cpu(), job.spec, number, batch.sample_ids,
-                             "clean")
-                check_finite(result.adv_logits.detach().float().cpu(), job.spec, number, batch.sample_ids,
-                             "adversarial")
+                for what, logits in (("clean", result.clean_logits), ("adversarial", result.adv_logits)):
+                    check_finite(logits.detach().float().cpu(), job.spec, number, batch.sample_ids, what,
+                                 job.source.class_indices)
                 log = result.log
                 batch_rows = result.records(batch.labels, sample_ids=batch.sample_ids)
                 for row, index in zip(batch_rows, batch.indices.tolist(), strict=True):
@@ -469,8 +468,9 @@ class Engine:
             rows: list[dict[str, Any]] = []
             if len(batch):
                 images = batch.images.to(self.options.device)
-                first = mask_logits(self._forward(images), classes)
-                check_finite(first.cpu(), job.spec, number, batch.sample_ids)
+                raw = self._forward(images)
+                check_finite(raw.cpu(), job.spec, number, batch.sample_ids, classes=classes)
+                first = mask_logits(raw, classes)
                 pred = first.argmax(dim=1)
                 changed = torch.zeros(len(images), dtype=torch.bool, device=first.device)
                 diff = torch.zeros(len(images), device=first.device)

@@ -176,7 +176,8 @@ class ResultsStore:
         """Remove temporary files left by writers that died (older than ``max_age_s``); return them."""
         removed = []
         now = time.time()
-        for directory in (self.root, self.cells_dir, self.runs_dir, self.parts_dir):
+        journals = sorted((self.root / "journal").glob("*")) if (self.root / "journal").is_dir() else []
+        for directory in (self.root, self.cells_dir, self.runs_dir, self.parts_dir, *journals):
             if not directory.is_dir():
                 continue
             for path in directory.glob(f"{TEMP_PREFIX}*"):
