@@ -235,6 +235,15 @@ def _check_outputs(model: nn.Module, jobs: list[Any]) -> None:
                             f"on a dataset with its own classes (or load a {classes}-class head).")
 
 
+def _device_label(device: Any) -> str:
+    """The device as the journal records it: a GPU's name too, since its kernels decide the numbers."""
+    import torch
+
+    if getattr(device, "type", None) == "cuda" and torch.cuda.is_available():
+        return f"{device}:{torch.cuda.get_device_name(device)}"
+    return str(device)
+
+
 def run_plan(request: ModelRequest, out: str | Path, run: RunOptions, build_jobs: Any, what: str) -> RunSummary:
     """Load the model, plan with ``build_jobs(identity, preprocessing, device, model)``, run into ``out``.
 
@@ -273,9 +282,11 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
         parse_shard,
         plan_fingerprint,
     )
+    from robustbench_rpc.engine.guards import NonFiniteOutputError, NoReadableImagesError
     from robustbench_rpc.engine.plan import total_samples
     from robustbench_rpc.engine.progress import ProgressReporter
     from robustbench_rpc.engine.runner import Engine, EngineOptions, SamplePart
+    from robustbench_rpc.results.journal import drop_journals, prune_journals
     from robustbench_rpc.results.provenance import collect_provenance
     from robustbench_rpc.results.store import ResultsStore
     from robustbench_rpc.results.tidy import cell_metrics
@@ -316,7 +327,9 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
     options = EngineOptions(batch_size=run.batch_size, workers=run.workers, device=device, precision=run.precision,
                             seed=run.seed, force=run.force, pin_memory=device.type == "cuda",
                             prefetch_factor=run.prefetch_factor, channels_last=run.channels_last, decode=run.decode,
-                            dist=ctx, part=part, journal_root=Path(out))
+                            dist=ctx, part=part, journal_root=Path(out),
+                            journal_context={"device": _device_label(device), "compile": run.compile,
+                                             "torch": torch.__version__})
     store: Any = None
     provenance: dict[str, Any] = {}
     created = not Path(out).exists()
@@ -336,6 +349,8 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
             plan=plan_info,
         )
         todo = [s.key() for job in jobs for s in job.specs if run.force or not _finished(store, job, s, part)]
+        if run.force:  # those cells are computed anew: their journals too (once, before any rank starts)
+            drop_journals(out, todo)
         run_id = store.start_run(provenance, model=first)
         return run_id, todo
 
@@ -349,10 +364,12 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
         with ProgressReporter(share, enabled=run.progress and ctx.is_main, description=what) as progress:
             engine.progress = progress
             engine.run(jobs)
-    except UserError:
+    except (NonFiniteOutputError, NoReadableImagesError):
         if ctx.is_main and not engine.written:  # refused before anything was stored: leave nothing behind
             store.abandon_run(run_id, created=created)
         raise
+    if ctx.is_main:
+        prune_journals(out)  # journals whose cells are all written (left by a kill between the two)
     summary.written, summary.skipped = engine.written, engine.skipped
     summary.notes, summary.resumed_batches = engine.notes, engine.resumed_batches
     if not ctx.is_main:

@@ -179,3 +179,41 @@ def test_single_process_helpers():
         collective_step(ctx, lambda: (_ for _ in ()).throw(UserError("boom")), "x")
     assert plan_fingerprint(["a", "b"], seed=0) != plan_fingerprint(["b", "a"], seed=0)
     assert plan_fingerprint(["a"], seed=0) != plan_fingerprint(["a"], seed=1)
+
+
+NAN_MODEL = """
+import os, torch
+class NanOnOneRank(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3 * 32 * 32, 10)
+        self.num_classes = 10
+    def forward(self, x):
+        out = self.lin(x.flatten(1))
+        if os.environ["RANK"] == os.environ["FAIL_RANK"]:
+            out = out * float("nan")
+        return out
+def make(**kwargs):
+    return NanOnOneRank()
+"""
+
+
+@pytest.mark.parametrize("fail_rank", ["0", "1"])
+def test_non_finite_logits_on_one_rank_stop_every_rank_with_one_sentence(tmp_path, fail_rank):
+    (tmp_path / "nan_model.py").write_text(NAN_MODEL)
+    port = str(_free_port())
+    procs = []
+    for rank in (0, 1):
+        env = _env(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, WORLD_SIZE="2", RANK=str(rank),
+                   LOCAL_RANK=str(rank), FAIL_RANK=fail_rank)
+        env["PYTHONPATH"] = str(tmp_path) + os.pathsep + env["PYTHONPATH"]
+        argv = [sys.executable, "-m", "robustbench_rpc", "evaluate", "-m", "nan_model:make", "--suite", "digits",
+                "--limit", "32", "--batch-size", "8", "--device", "cpu", "-q", "--out", str(tmp_path / "r")]
+        procs.append(subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    results = [p.communicate(timeout=120) for p in procs]
+    for proc, (_, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 2, err[-2000:]
+        assert err.startswith("Error: Model nan_model:make returned non-finite logits (NaN or inf) for 8 of 8 "), err
+        assert "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # the run created it and stored nothing: removed again

@@ -328,3 +328,49 @@ def test_corrupt_cell_warning_is_one_plain_sentence(tmp_path, capsys):
     assert lines[0].endswith("it is treated as unfinished (left out of tables; the next run of its command "
                              "computes it again).")
     assert "CorruptCellWarning" not in err and ".py:" not in err
+
+
+def test_force_drops_the_journal_and_finished_journals_are_pruned(tmp_path, monkeypatch):
+    common = {"attacks": "fgsm", "eps": "4/255", "dataset": "digits", "limit": 24, "batch_size": 8,
+              "progress": False, "device": "cpu"}
+    original_add = BatchJournal.add
+    added = {"n": 0}
+
+    def add_then_die(self, number, payload):
+        if added["n"] == 2:
+            raise KilledError
+        added["n"] += 1
+        original_add(self, number, payload)
+
+    monkeypatch.setattr(BatchJournal, "add", add_then_die)
+    with pytest.raises(KilledError):
+        attack("symvit_digits_patch8_32", SYMVIT, out=tmp_path / "r", **common)
+    monkeypatch.setattr(BatchJournal, "add", original_add)
+    assert len(journal_directories(tmp_path / "r")) == 1
+    forced = attack("symvit_digits_patch8_32", SYMVIT, out=tmp_path / "r", force=True, **common)
+    assert forced.resumed_batches == 0 and journal_directories(tmp_path / "r") == []
+    # a journal whose cells are all finished (a kill between the last cell write and its removal) is pruned
+    finished = [cell.spec.key() for cell in ResultsStore(tmp_path / "r").cell_files()]
+    BatchJournal(tmp_path / "r", finished, {"batch_size": 8}).add(0, {"rows": {}})
+    BatchJournal(tmp_path / "r", ["unfinished-cell"], {"batch_size": 8}).add(0, {"rows": {}})
+    attack("symvit_digits_patch8_32", SYMVIT, out=tmp_path / "r", **common)  # nothing to compute
+    left = journal_directories(tmp_path / "r")
+    assert [json.loads((d / "journal.json").read_text())["cells"] for d in left] == [["unfinished-cell"]]
+
+
+def test_batches_of_a_pass_over_fewer_cells_are_not_read_back(tmp_path):
+    journal = BatchJournal(tmp_path, ["a", "b", "c"], {})
+    journal.add(0, {"rows": {"a": [], "b": []}})
+    journal.add(1, {"rows": {"a": [], "b": [], "c": []}})
+    assert sorted(journal.load(needed=["a", "b"])) == [0, 1]
+    assert sorted(journal.load(needed=["a", "c"])) == [1]
+
+
+def test_a_pickle_that_is_no_checkpoint_is_not_sent_to_trust_checkpoint(tmp_path, capsys):
+    import pickle
+
+    path = tmp_path / "set.pth"
+    path.write_bytes(pickle.dumps({"weights": {1, 2}}))
+    code, _, err = cli(capsys, "evaluate", "-m", "symvit_digits_patch8_32", "-c", str(path), "--suite", "digits",
+                       "-q", "--out", str(tmp_path / "r"))
+    assert code == 2 and err.strip() == f"Error: {path} is not a PyTorch checkpoint (it could not be unpickled)."

@@ -116,6 +116,7 @@ def _main(argv: list[str] | None) -> None:
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
+        again = "again without --force" if "--force" in (argv if argv is not None else sys.argv[1:]) else "again"
         typer.echo("Interrupted; finished cells and the finished batches of the cells in progress are kept: run "
-                   "the same command again to resume.", err=True)
+                   f"the same command {again} to resume.", err=True)
         sys.exit(130)

@@ -26,8 +26,14 @@ from torch import Tensor
 from robustbench_rpc.data.base import Batch, LoadReport
 from robustbench_rpc.data.classes import mask_logits
 from robustbench_rpc.engine.device import autocast
-from robustbench_rpc.engine.distributed import DistContext, canonical_batches, gather_to_main, sample_shard_rank
-from robustbench_rpc.engine.guards import NonFiniteOutputError, NoReadableImagesError, check_finite, check_readable
+from robustbench_rpc.engine.distributed import (
+    DistContext,
+    all_gather,
+    canonical_batches,
+    gather_to_main,
+    sample_shard_rank,
+)
+from robustbench_rpc.engine.guards import NonFiniteOutputError, check_finite, check_readable
 from robustbench_rpc.engine.records import records_frame, records_from_logits
 from robustbench_rpc.engine.sources import BatchSource, LoaderOptions
 from robustbench_rpc.results.journal import BatchJournal
@@ -60,6 +66,7 @@ class EngineOptions:
     dist: DistContext = field(default_factory=DistContext)
     part: SamplePart | None = None
     journal_root: Any = None  # results directory whose journal/ keeps finished batches (None: no journal)
+    journal_context: dict[str, Any] = field(default_factory=dict)  # device, compile...: what else changes numbers
 
     @property
     def loading(self) -> LoaderOptions:
@@ -239,27 +246,28 @@ class Engine:
         context = {"batch_size": self.options.batch_size, "seed": self.options.seed,
                    "precision": self.options.precision, "decode": self.options.decode,
                    "channels_last": self.options.channels_last, "dataset": source.fingerprint(),
-                   "samples": len(source)}
-        journal = BatchJournal(self.options.journal_root, [s.key() for s in specs], context, label)
-        if self.options.force and self.options.dist.is_main:
-            journal.discard()
-        return journal
+                   "samples": len(source), **self.options.journal_context}
+        return BatchJournal(self.options.journal_root, [s.key() for s in specs], context, label)
 
     def _pass(self, specs: Sequence[CellSpec], source: BatchSource, compute: Callable[[int, Batch], BatchPart],
-              label: str, units: int = 1) -> tuple[list[BatchPart], BatchJournal | None]:
+              label: str, units: int = 1,
+              journal_cells: Sequence[CellSpec] | None = None) -> tuple[list[BatchPart], BatchJournal | None]:
         """Run ``compute`` on this rank's canonical batches, reading finished ones back from the journal.
 
-        Each new batch is journaled as soon as it is computed; ``units`` is the progress per image (cells per pass).
+        The journal is that of ``journal_cells`` (default ``specs``: all the job's cells, so that a pass whose
+        cells were partly written resumes from it); batches are read back only if they hold rows for every cell
+        of ``specs``. Each new batch is journaled as soon as it is computed; ``units`` is the progress per image.
+        Non-finite logits on any rank, or no readable image on any rank, stop every rank with the same error.
         """
-        journal = self._journal(specs, source, label)
+        journal = self._journal(journal_cells or specs, source, label)
         rank, world = self._rank_world()
         mine = {number for number, _ in canonical_batches(len(source), self.options.batch_size, rank, world)}
-        parts = [BatchPart.from_json(n, payload) for n, payload in (journal.load() if journal else {}).items()
-                 if n in mine and not self.options.force]
+        kept = journal.load(needed=[s.key() for s in specs]) if journal is not None else {}
+        parts = [BatchPart.from_json(n, payload) for n, payload in kept.items() if n in mine]
         for part in parts:
             self._tick(label, (part.loaded + len(part.skipped)) * units, len(source) * units)
-        self.resumed_batches += len(parts)
         done = frozenset(p.number for p in parts)
+        failure: NonFiniteOutputError | None = None
         try:
             for number, batch in source.shard_batches(self.options.batch_size, rank, world, self.options.loading,
                                                       skip=done):
@@ -268,11 +276,20 @@ class Engine:
                     journal.add(number, part.to_json())
                 parts.append(part)
                 self._tick(label, (len(batch) + len(batch.skipped)) * units, len(source) * units)
-        except NonFiniteOutputError:
-            if journal is not None:  # the model is broken: its other batches are no use to a later run
-                journal.discard()
-            raise
+        except NonFiniteOutputError as exc:
+            failure = exc
         parts.sort(key=lambda p: p.number)
+        reasons = sorted({reason for p in parts for _, reason in p.skipped})
+        shared = all_gather(self.options.dist, (None if failure is None else str(failure),
+                                                sum(p.loaded for p in parts), reasons))
+        failed = [message for message, _, _ in shared if message]
+        loaded = sum(n for _, n, _ in shared)
+        if failed or (loaded == 0 and self.options.part is None and len(source) > 0):
+            if journal is not None and self.options.dist.is_main:  # every rank has stopped computing
+                journal.discard()  # a broken model's batches, or empty ones: of no use to a later run
+            if failed:
+                raise failure if failure is not None else NonFiniteOutputError(failed[0])
+            check_readable(specs[0], 0, [("", r) for _, _, rs in shared for r in rs], len(source))
         return parts, journal
 
     @staticmethod
@@ -284,7 +301,7 @@ class Engine:
                 extra: dict[str, Any] | None = None, journal: BatchJournal | None = None) -> None:
         """Gather the parts on rank 0 and write each cell there (records in dataset order, one load report).
 
-        A dataset that yielded no image is refused (no cell); the journal of the pass is removed once written.
+        The journal of the pass is removed once its cells are written.
         """
         gathered = gather_to_main(self.options.dist, parts)
         if gathered is None:  # not rank 0: rank 0 writes
@@ -297,18 +314,12 @@ class Engine:
             report.skipped.extend(part.skipped)
             report.converted.update(mode for _, mode in part.converted)
             report.loaded += part.loaded
-        if self.options.part is None:
-            try:
-                check_readable(specs[0], report.loaded, report.skipped, len(source))
-            except NoReadableImagesError:
-                if journal is not None:
-                    journal.discard()
-                raise
         part_meta = None if self.options.part is None else self._part_meta(ordered, source)
         logs = [line for part in ordered for line in part.log]
         if logs:
             extra = {**(extra or {}), "attack_log": summarize_log(logs)}
         resumed = sum(p.resumed for p in ordered)
+        self.resumed_batches += resumed
         if resumed:
             extra = {**(extra or {}), "resumed_batches": resumed}
         for spec in specs:
@@ -422,7 +433,8 @@ class Engine:
             return self._part(number, batch, rows)
 
         specs = [spec for spec, _, _ in cells]
-        parts, journal = self._pass(specs, job.source, compute, "generated corruptions", units=len(cells))
+        parts, journal = self._pass(specs, job.source, compute, "generated corruptions", units=len(cells),
+                                    journal_cells=job.specs)
         self._finish(specs, parts, job.source, started, {"generated": True}, journal)
 
     def _attack(self, job: AttackJob) -> None:

@@ -123,7 +123,7 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> Checkpoint:
                 f"Checkpoint {path} needs arbitrary unpickling to load (it pickles {found.group(1)}); pass "
                 "--trust-checkpoint (trust=True) only if you trust its source."
             ) from None
-        if "weights only load failed" in str(exc).lower():
+        if re.search(r"unsupported (class|type|global)", str(exc), re.IGNORECASE):
             raise UserError(
                 f"Checkpoint {path} holds objects that safe loading refuses; pass --trust-checkpoint "
                 "(trust=True) only if you trust its source."

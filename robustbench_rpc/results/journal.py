@@ -14,6 +14,7 @@ one bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -21,7 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from robustbench_rpc.atomic import TEMP_PREFIX, atomic_write_bytes
+from robustbench_rpc.atomic import atomic_write_bytes
+from robustbench_rpc.errors import UserError
 
 #: Sub-directory of a results directory that holds the journals of passes in progress.
 JOURNAL_DIR = "journal"
@@ -56,8 +58,11 @@ class BatchJournal:
     def _batch_path(self, number: int) -> Path:
         return self.directory / f"batch-{number:08d}.json"
 
-    def load(self) -> dict[int, dict[str, Any]]:
-        """Return ``{batch number: payload}`` of the batches journaled earlier (unreadable files are ignored)."""
+    def load(self, needed: Sequence[str] | None = None) -> dict[int, dict[str, Any]]:
+        """Return ``{batch number: payload}`` of the batches journaled earlier (unreadable files are ignored).
+
+        With ``needed`` (cell keys) only batches whose payload holds rows for every one of them are returned.
+        """
         header = self.directory / _HEADER
         try:
             stored = json.loads(header.read_text())
@@ -70,27 +75,68 @@ class BatchJournal:
         for path in sorted(self.directory.glob("batch-*.json")):
             try:
                 entry = json.loads(path.read_text())
-                found[int(entry["number"])] = entry["payload"]
+                payload = entry["payload"]
+                if needed is not None and not set(needed) <= set(payload["rows"]):
+                    continue  # journaled by a run that computed fewer cells
+                found[int(entry["number"])] = payload
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # a file torn by a crash of the file system itself: that batch is computed again
         return found
 
     def add(self, number: int, payload: dict[str, Any]) -> None:
         """Write one finished batch durably (atomic rename after fsync)."""
-        if not self.directory.is_dir():
+        try:
             self.directory.mkdir(parents=True, exist_ok=True)
-        header = self.directory / _HEADER
-        if not header.exists():
-            atomic_write_bytes(header, json.dumps(self.header, sort_keys=True, default=str).encode())
-        data = json.dumps({"number": int(number), "payload": payload}, allow_nan=True).encode()
-        atomic_write_bytes(self._batch_path(number), data)
+            header = self.directory / _HEADER
+            if not header.exists():
+                atomic_write_bytes(header, json.dumps(self.header, sort_keys=True, default=str).encode())
+            data = json.dumps({"number": int(number), "payload": payload}, allow_nan=True).encode()
+            atomic_write_bytes(self._batch_path(number), data)
+        except OSError as exc:
+            raise UserError(f"Cannot keep batch {number} in the journal {self.directory}: "
+                            f"{exc.strerror or exc}; free space there or choose another --out.") from None
 
     def discard(self) -> None:
-        """Remove the journal (its cells are written); leaves the parent directory alone unless it is empty."""
+        """Remove the journal (its cells are written), and ``journal/`` itself when no other journal is left."""
         shutil.rmtree(self.directory, ignore_errors=True)
-        parent = self.directory.parent
+        with contextlib.suppress(OSError):  # rmdir only succeeds when empty: other passes' journals stay
+            self.directory.parent.rmdir()
+
+
+def _cell_finished(results_root: Path, key: str) -> bool:
+    return any((results_root / "cells").glob(f"*-{key}.parquet")) or \
+        any((results_root / "parts").glob(f"*-{key}.part*.parquet"))
+
+
+def prune_journals(results_root: str | Path) -> list[Path]:
+    """Remove the journals all of whose cells (or parts of them) are finished; return the removed directories.
+
+    Such journals are left by a kill between a pass's last cell write and the removal of its journal, or by a
+    pass that another run (e.g. with another batch size) finished.
+    """
+    root = Path(results_root)
+    removed = []
+    for directory in journal_directories(root):
         try:
-            if parent.is_dir() and not [p for p in parent.iterdir() if not p.name.startswith(TEMP_PREFIX)]:
-                shutil.rmtree(parent, ignore_errors=True)
-        except OSError:  # another process is journaling beside us
-            pass
+            cells = json.loads((directory / _HEADER).read_text())["cells"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if cells and all(_cell_finished(root, key) for key in cells):
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(directory)
+    if removed:
+        with contextlib.suppress(OSError):
+            (root / JOURNAL_DIR).rmdir()
+    return removed
+
+
+def drop_journals(results_root: str | Path, cell_keys: Sequence[str]) -> None:
+    """Remove the journals of passes over any of ``cell_keys`` (``--force``: those cells are computed anew)."""
+    wanted = set(cell_keys)
+    for directory in journal_directories(results_root):
+        try:
+            cells = set(json.loads((directory / _HEADER).read_text())["cells"])
+        except (OSError, ValueError, KeyError, TypeError):
+            cells = set()
+        if cells & wanted:
+            shutil.rmtree(directory, ignore_errors=True)

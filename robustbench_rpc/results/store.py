@@ -241,6 +241,7 @@ class ResultsStore:
         others = [e for e in self.manifest.get("runs", []) if e.get("run_id") != run_id]
         has_results = any(self.cells_dir.glob("*.parquet")) or \
             (self.parts_dir.is_dir() and any(self.parts_dir.glob("*.parquet")))
+        has_results = has_results or (self.root / "journal").is_dir()  # finished batches of other passes
         if created and not others and not has_results:
             import shutil
 
