@@ -1,0 +1,13 @@
+"""Looking inside attention: the KPCA reconstruction error, what PAP does per iteration, and how the values align
+with the eigenvectors of the key kernel matrix, clean and corrupted (``robustbench-rpc diagnose``).
+
+``reconstruction_error(model, pixels)`` gives one value per attention layer; ``find_attention(model)`` lists the
+layers the diagnostics can read.
+"""
+
+from __future__ import annotations
+
+from robustbench_rpc.diagnostics.probes import AttentionProbe, find_attention
+from robustbench_rpc.diagnostics.reconstruction import reconstruction_error
+
+__all__ = ["AttentionProbe", "find_attention", "reconstruction_error"]
