@@ -76,3 +76,80 @@ def test_find_attention_kinds():
              for name in ("rpc_symvit_digits_patch8_32", "deit_tiny_patch16_224")}
     assert kinds["rpc_symvit_digits_patch8_32"] == ["rpc", "symmetric", "symmetric", "symmetric"]
     assert kinds["deit_tiny_patch16_224"] == ["softmax"] * 12
+
+
+# ------------------------------------------------------------------------------------------------ PAP per iteration
+def _reference_pap(k: torch.Tensor, v: torch.Tensor, iters: int, lam: float, scale: float, embed_dim: int):
+    """PAP written out from the official algorithm (float64), recording residual and sparsity per head."""
+    n = k.shape[-2]
+    mu = n * embed_dim / (4 * k.abs().sum(dim=(-2, -1), keepdim=True))
+    low = torch.zeros_like(k)
+    dual = torch.zeros_like(k)
+    residuals, shares = [], []
+    for _ in range(iters):
+        x = k - low + dual / mu
+        sparse = torch.sign(x) * torch.clamp(x.abs() - lam * mu, min=0)
+        k2 = k - sparse - dual / mu
+        weights = torch.exp(k2 @ k2.transpose(-2, -1) * scale)
+        low = (weights / weights.sum(-1, keepdim=True)) @ v
+        res = k - low - sparse
+        residuals.append([float(res[:, h].norm() / k[:, h].norm()) for h in range(k.shape[1])])
+        shares.append([float((sparse[:, h] != 0).double().mean()) for h in range(k.shape[1])])
+        dual = dual + mu * res
+    return np.array(residuals), np.array(shares), low
+
+
+def test_pap_trace_matches_a_direct_float64_recomputation():
+    from robustbench_rpc.diagnostics.measures import pap_trace
+    from robustbench_rpc.models.attention import principal_attention_pursuit
+
+    gen = torch.Generator().manual_seed(3)
+    k = 4 * torch.randn(2, 3, 9, 4, generator=gen, dtype=torch.float64)
+    v = torch.randn(2, 3, 9, 4, generator=gen, dtype=torch.float64)
+    trace = pap_trace(k, v, iters=5, lam=4.0, scale=0.5, embed_dim=12)
+    residual, share, output = _reference_pap(k, v, 5, 4.0, 0.5, 12)
+    assert np.abs(trace.residual.numpy() - residual).max() < 1e-12
+    assert np.array_equal(trace.sparsity.numpy(), share)
+    assert ((share > 0) & (share < 1)).any()  # the shrinkage really splits K here
+    assert torch.allclose(trace.output, output, atol=1e-12, rtol=0)
+    pap = principal_attention_pursuit(k, v, iters=5, lam=4.0, scale=0.5, embed_dim=12)
+    assert torch.allclose(trace.output, pap, atol=1e-12, rtol=0)  # the layer's own output
+
+
+# --------------------------------------------------------------------------------------------- value alignment
+def _numpy_alignment(k: np.ndarray, v: np.ndarray, scale: float) -> tuple[float, float]:
+    n, d = k.shape
+    gram = np.exp(k @ k.T * scale)
+    centre = np.eye(n) - np.ones((n, n)) / n
+    _, vecs = np.linalg.eigh(centre @ gram @ centre)
+    top = vecs[:, -min(d, n - 1):]
+    basis, _ = np.linalg.qr(v)
+    return float(np.sum((top.T @ basis) ** 2) / min(top.shape[1], basis.shape[1])), d / n
+
+
+def test_value_alignment_against_numpy_eigh():
+    from robustbench_rpc.diagnostics.measures import value_alignment
+
+    gen = torch.Generator().manual_seed(5)
+    k = torch.randn(2, 2, 10, 3, generator=gen, dtype=torch.float64)
+    v = torch.randn(2, 2, 10, 3, generator=gen, dtype=torch.float64)
+    alignment, chance = value_alignment(k, v, 0.6)
+    for h in range(2):
+        expected = np.mean([_numpy_alignment(k[b, h].numpy(), v[b, h].numpy(), 0.6)[0] for b in range(2)])
+        assert alignment[h].item() == pytest.approx(expected, abs=1e-10)
+    assert torch.allclose(chance, torch.full((2,), 0.3, dtype=torch.float64))
+
+
+def test_values_spanning_the_top_eigenvectors_align_perfectly():
+    from robustbench_rpc.diagnostics.measures import value_alignment
+
+    gen = torch.Generator().manual_seed(6)
+    k = torch.randn(1, 1, 10, 3, generator=gen, dtype=torch.float64)
+    n = 10
+    gram = np.exp(k[0, 0].numpy() @ k[0, 0].numpy().T * 0.6)
+    centre = np.eye(n) - 1.0 / n
+    top = np.linalg.eigh(centre @ gram @ centre)[1][:, -3:]
+    mixed = top @ np.array([[1.0, 2.0, 0.0], [0.0, 1.0, 3.0], [1.0, 0.0, 1.0]])  # another basis of the same span
+    v = torch.from_numpy(mixed).reshape(1, 1, n, 3)
+    alignment, _ = value_alignment(k, v, 0.6)
+    assert alignment.item() == pytest.approx(1.0, abs=1e-10)
