@@ -97,6 +97,19 @@ def test_tidy_table_and_compare_skip_diagnose_cells(diagnosed, tmp_path):
     assert row["clean"] == pytest.approx(sel["value"].mean())
 
 
+def test_report_has_the_diagnostics_section(diagnosed, tmp_path):
+    from robustbench_rpc.api import evaluate
+    from robustbench_rpc.reports import write_report
+
+    out, _ = diagnosed
+    evaluate(RPC, str(embedded_checkpoint("rpc_symvit")), out=out, suite="digits", limit=6, progress=False)
+    text = write_report([out], tmp_path / "r.md").read_text()
+    section = text.split("## Diagnostics\n")[1].split("\n## ")[0]
+    assert f"| {RPC} | 0 | rpc | PAP residual (last) |" in section and "gaussian_noise s5" in section
+    assert "(r_plots/diagnostics.png)" in section
+    assert (tmp_path / "r_plots" / "diagnostics.png").stat().st_size > 10_000
+
+
 def test_cli_prints_table_writes_plot_and_resumes(capsys, tmp_path):
     ckpt = str(embedded_checkpoint("rpc_symvit"))
     argv = ["diagnose", "-m", RPC, "-c", ckpt, "--limit", "4", "--corruption", "fog", "--severity", "2",

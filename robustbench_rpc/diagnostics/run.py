@@ -43,20 +43,24 @@ def _images(dataset: str, data: str | Path | None, preprocessing: Mapping[str, A
     from robustbench_rpc.engine.plan import digits_source
     from robustbench_rpc.engine.sources import FileSource
 
+    _check_data(dataset, data)
     if dataset == "digits":
-        if data is not None:
-            raise UserError("The digits are embedded; drop --data (it is for --dataset imagenet).")
         return digits_source("test", limit)
+    from robustbench_rpc.data import build_dataset
+
+    return FileSource(build_dataset("imagenet", str(Path(data).expanduser()), preprocessing, limit=limit))
+
+
+def _check_data(dataset: str, data: str | Path | None) -> None:
+    if dataset not in DATASETS:
+        raise UserError(f"Unknown dataset {dataset!r} for diagnose; expected one of {', '.join(DATASETS)}.")
+    if dataset == "digits" and data is not None:
+        raise UserError("The digits are embedded; drop --data (it is for --dataset imagenet).")
     if dataset == "imagenet":
         if data is None:
             raise UserError("--dataset imagenet needs --data, the ImageNet validation folder.")
-        from robustbench_rpc.data import build_dataset
-
-        path = Path(data).expanduser()
-        if not path.exists():
-            raise UserError(f"imagenet path {path} does not exist.")
-        return FileSource(build_dataset("imagenet", str(path), preprocessing, limit=limit))
-    raise UserError(f"Unknown dataset {dataset!r} for diagnose; expected one of {', '.join(DATASETS)}.")
+        if not Path(data).expanduser().exists():
+            raise UserError(f"imagenet path {Path(data).expanduser()} does not exist.")
 
 
 def _load_pixels(source: Any) -> torch.Tensor:
@@ -104,6 +108,7 @@ def diagnose(
         raise UserError(f"--limit must be an integer >= 1, got {limit!r}.")
     corruption = check_corruption_name(corruption)
     severity = check_severity(severity)
+    _check_data(dataset, data)
     request = ModelRequest(model, checkpoint, model_name, dict(model_options or {}), trust_checkpoint, use_ema,
                            num_classes, dict(preprocessing or {}))
     torch.manual_seed(seed)

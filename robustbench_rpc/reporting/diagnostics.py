@@ -25,6 +25,16 @@ SUMMARY_ROWS = (
     ("alignment by chance", "value_alignment_chance", "heads"),
 )
 STEM = "diagnostics"
+#: How to read the Diagnostics section.
+DIAGNOSTICS_NOTE = (
+    "Per attention layer (heads averaged), clean and under the corruption chosen: the log mean KPCA "
+    "reconstruction error of Sec. 2.2.1 (lower: the layer is closer to a kernel PCA projection); for PAP layers "
+    "the relative residual ||K - L - S|| / ||K|| after the first and the last attention evaluation, the share of "
+    "non-zero entries of the sparse part S, and how far PAP moves the output from plain symmetric attention; "
+    "the mean squared cosine between span(V) and the top eigenvectors of the centred key kernel matrix, beside "
+    "what a random subspace scores (when the head width is close to the token count, both are close to 1 and "
+    "the alignment says nothing)."
+)
 
 
 def input_label(rows: pd.DataFrame) -> pd.Series:
