@@ -46,6 +46,8 @@ def test_records_hold_every_quantity_per_layer_and_head(diagnosed):
     assert sorted(set(clean[clean["quantity"] == "value_alignment"]["head"])) == [0, 1, 2, 3]
     assert set(frame["n"]) == {6}
     assert (clean[clean["quantity"] == "value_alignment_chance"]["value"] - 16 / 17).abs().max() < 1e-12
+    readout = clean[clean["quantity"] == "value_alignment_readout"]
+    assert len(readout) == 4 * 4 and readout["value"].between(0, 1).all()  # 4 layers x 4 heads
 
 
 def test_layer_error_equals_the_python_api(diagnosed):

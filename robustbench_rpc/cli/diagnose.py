@@ -36,6 +36,14 @@ def diagnose_command(
     rpc_lambda: opt.RpcLambda = None,
     rpc_layers: opt.RpcLayers = None,
     rpc_threshold: opt.RpcThreshold = None,
+    mean: opt.Mean = None,
+    std: opt.Std = None,
+    input_size: opt.InputSize = None,
+    crop_pct: opt.CropPct = None,
+    interpolation: opt.Interpolation = None,
+    labels: Annotated[str | None, typer.Option("--labels", help="Labels file for a flat ImageNet val layout.",
+                                               rich_help_panel=DATA_PANEL)] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda, cuda:N.")] = "cpu",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the corruption's random draws.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Recompute cells that are already finished.")] = False,
 ) -> None:
@@ -48,7 +56,8 @@ def diagnose_command(
         model, str(checkpoint) if checkpoint else None, out=out, dataset=dataset, data=data, limit=limit,
         corruption=corruption, severity=severity, seed=seed,
         model_options=opt.model_kwargs(model_arg, rpc_iters, rpc_lambda, rpc_layers, rpc_threshold),
-        trust_checkpoint=trust_checkpoint, use_ema=ema, num_classes=num_classes, force=force,
+        trust_checkpoint=trust_checkpoint, use_ema=ema, num_classes=num_classes, force=force, labels_file=labels,
+        preprocessing=opt.preprocessing_overrides(mean, std, input_size, crop_pct, interpolation), device=device,
     )
     print_table(diagnostics_table(summary.frame), title=f"{model}: attention diagnostics", digits=3)
     paths = write_diagnostics_plots(summary.frame, plots if plots is not None else Path(out) / "plots")

@@ -7,7 +7,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustbench_rpc.diagnostics.measures import pap_trace, relative_change, value_alignment
+from robustbench_rpc.diagnostics.measures import (
+    kernel_eigvecs,
+    pap_trace,
+    random_readout,
+    relative_change,
+    subspace_alignment,
+)
 from robustbench_rpc.diagnostics.probes import AttentionProbe, capture_inputs, find_attention
 from robustbench_rpc.diagnostics.reconstruction import layer_log_error
 from robustbench_rpc.models.attention import symmetric_attention
@@ -24,6 +30,8 @@ QUANTITIES = {
     "value_alignment": "mean squared cosine of the principal angles between span(V) and the top eigenvectors of "
     "the centred key kernel matrix",
     "value_alignment_chance": "the alignment a random subspace of the same dimension has on average",
+    "value_alignment_readout": "the alignment of a random linear read-out x W of the layer input (seeded Gaussian "
+    "W, as wide as a head): what values that learned nothing score",
 }
 
 
@@ -52,9 +60,12 @@ def layer_records(probe: AttentionProbe, x: Tensor) -> list[dict[str, Any]]:
             rows += _rows(probe, "pap_sparsity", trace.sparsity[step], step + 1, n)
         plain = symmetric_attention(k64, v64, probe.scale)
         rows += _rows(probe, "pap_output_change", relative_change(trace.output, plain), 0, n)
-    alignment, chance = value_alignment(k64, v64, probe.scale)
+    top = kernel_eigvecs(k64, probe.scale)
+    alignment, chance = subspace_alignment(top, v64)
+    readout, _ = subspace_alignment(top, random_readout(x, probe.num_heads, int(v.shape[-1]), seed=probe.layer))
     rows += _rows(probe, "value_alignment", alignment, 0, n)
     rows += _rows(probe, "value_alignment_chance", chance, 0, n)
+    rows += _rows(probe, "value_alignment_readout", readout, 0, n)
     return rows
 
 

@@ -8,7 +8,8 @@
   evaluation t, the relative residual ``||K - L_t - S_t|| / ||K||`` and the share of non-zero entries of ``S_t``.
 - :func:`value_alignment`: the mean squared cosine of the principal angles between span(V) and the top
   eigenvectors of the centred kernel matrix ``H exp(K K^T / sqrt d) H`` of the keys, with its chance level (the
-  expected value for a uniformly random subspace of the same dimension).
+  expected value for a uniformly random subspace of the same dimension), and the alignment of a random linear
+  read-out of the layer's input (:func:`random_readout`), which keys and values share.
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ from torch import Tensor
 from robustbench_rpc.models.attention import soft_threshold, symmetric_attention
 from robustbench_rpc.models.kernel_attention import kpca_reconstruction_error
 
-__all__ = ["PapTrace", "log_mean_reconstruction_error", "pap_trace", "relative_change", "value_alignment"]
+__all__ = [
+    "PapTrace",
+    "kernel_eigvecs",
+    "log_mean_reconstruction_error",
+    "pap_trace",
+    "random_readout",
+    "relative_change",
+    "subspace_alignment",
+    "value_alignment",
+]
 
 
 def log_mean_reconstruction_error(q: Tensor, k: Tensor, v: Tensor, scale: float, dims: tuple[int, ...],
@@ -102,25 +112,27 @@ def pap_trace(k: Tensor, v: Tensor, *, iters: int, lam: float, scale: float, emb
     return PapTrace(torch.stack(residuals), torch.stack(shares), low_rank)
 
 
-def value_alignment(k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    """Return (alignment, chance) per head ``[H]``, averaged over the batch.
-
-    Per sample and head: ``U`` = the top ``r = min(d, N - 1)`` eigenvectors of the centred kernel matrix
-    ``H exp(K K^T * scale) H`` (``H = I - 11^T / N``), ``Q`` an orthonormal basis of span(V) (``p`` = its rank);
-    the alignment is ``||U^T Q||_F^2 / min(r, p)``, the mean squared cosine of the principal angles (1: one span
-    contains the other). A random ``p``-dimensional subspace scores ``r p / (N min(r, p))`` on average: the chance
-    level, close to 1 when ``d`` is close to ``N``.
-    """
+def kernel_eigvecs(k: Tensor, scale: float) -> Tensor:
+    """Return the top ``r = min(d, N - 1)`` eigenvectors ``[B, H, N, r]`` of ``H exp(K K^T * scale) H`` (float64)."""
     k = k.to(torch.float64)
-    v = v.to(torch.float64)
     n = k.shape[-2]
     logits = (k @ k.transpose(-2, -1)) * scale
     gram = torch.exp(logits - logits.amax(dim=(-2, -1), keepdim=True))  # a positive factor: same eigenvectors
     centre = torch.eye(n, dtype=k.dtype, device=k.device) - 1.0 / n
     centred = centre @ gram @ centre
     _, vecs = torch.linalg.eigh((centred + centred.transpose(-2, -1)) / 2)
-    r = min(k.shape[-1], n - 1)
-    top = vecs[..., -r:]
+    return vecs[..., -min(k.shape[-1], n - 1):]
+
+
+def subspace_alignment(top: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """Return (alignment, chance) per head ``[H]`` of span(``v``) ``[B, H, N, p]`` with the orthonormal ``top``.
+
+    The alignment is ``||U^T Q||_F^2 / min(r, p)`` with ``Q`` an orthonormal basis of span(v) (``p`` = its rank),
+    the mean squared cosine of the principal angles; chance is ``r p / (N min(r, p))``, its mean for a uniformly
+    random subspace. Both are averaged over the batch.
+    """
+    v = v.to(torch.float64)
+    n, r = top.shape[-2], top.shape[-1]
     u_v, s_v, _ = torch.linalg.svd(v, full_matrices=False)
     tol = s_v.amax(dim=-1, keepdim=True) * max(v.shape[-2:]) * torch.finfo(v.dtype).eps
     rank = (s_v > tol).sum(dim=-1)  # [B, H]
@@ -129,6 +141,22 @@ def value_alignment(k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]
     overlap = (top.transpose(-2, -1) @ basis).pow(2).sum(dim=(-2, -1))
     p = rank.to(v.dtype)
     denom = torch.clamp(torch.minimum(p, torch.full_like(p, r)), min=1)
-    alignment = overlap / denom
-    chance = r * p / (n * denom)
-    return alignment.mean(dim=0), chance.mean(dim=0)
+    return (overlap / denom).mean(dim=0), (r * p / (n * denom)).mean(dim=0)
+
+
+def value_alignment(k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """Return (alignment, chance) per head ``[H]`` of span(V) with the top eigenvectors of the key kernel matrix.
+
+    Per sample and head: ``U`` = the top ``r = min(d, N - 1)`` eigenvectors of the centred kernel matrix
+    ``H exp(K K^T * scale) H`` (``H = I - 11^T / N``); see :func:`subspace_alignment` (1: one span contains the
+    other; chance close to 1 when ``d`` is close to ``N``).
+    """
+    return subspace_alignment(kernel_eigvecs(k, scale), v)
+
+
+def random_readout(x: Tensor, heads: int, width: int, seed: int = 0) -> Tensor:
+    """Return ``x W`` ``[B, H, N, width]`` for a seeded Gaussian ``W`` per head: a linear read-out of the layer
+    input that learned nothing, the baseline the values' alignment should beat (not just a random subspace)."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(heads, x.shape[-1], width, generator=gen, dtype=torch.float64).to(x.device)
+    return torch.einsum("bnc,hcd->bhnd", x.to(torch.float64), w)

@@ -39,7 +39,8 @@ class DiagnoseSummary:
                 f"results in {self.out}")
 
 
-def _images(dataset: str, data: str | Path | None, preprocessing: Mapping[str, Any], limit: int) -> Any:
+def _images(dataset: str, data: str | Path | None, preprocessing: Mapping[str, Any], limit: int,
+            labels_file: str | None = None) -> Any:
     from robustbench_rpc.engine.plan import digits_source
     from robustbench_rpc.engine.sources import FileSource
 
@@ -48,7 +49,8 @@ def _images(dataset: str, data: str | Path | None, preprocessing: Mapping[str, A
         return digits_source("test", limit)
     from robustbench_rpc.data import build_dataset
 
-    return FileSource(build_dataset("imagenet", str(Path(data).expanduser()), preprocessing, limit=limit))
+    return FileSource(build_dataset("imagenet", str(Path(data).expanduser()), preprocessing, limit=limit,
+                                    labels_file=labels_file))
 
 
 def _check_data(dataset: str, data: str | Path | None) -> None:
@@ -88,18 +90,22 @@ def diagnose(
     use_ema: bool = False,
     num_classes: int | None = None,
     preprocessing: Mapping[str, Any] | None = None,
+    labels_file: str | None = None,
+    device: str = "cpu",
     force: bool = False,
 ) -> DiagnoseSummary:
     """Diagnose ``model``'s attention on ``limit`` images of ``dataset``, clean and under ``corruption``/``severity``.
 
     ``model`` is a registered name, a timm name, ``package.module:factory`` or a ready module taking pixels in
     [0, 1]; the two cells go into the results directory ``out`` (created; finished cells are kept unless
-    ``force``). Returns a :class:`DiagnoseSummary` whose ``frame`` holds both cells' records.
+    ``force``). ``device``: where the model runs (``auto``, ``cpu``, ``cuda:N``); the measures are computed in
+    float64 there. Returns a :class:`DiagnoseSummary` whose ``frame`` holds both cells' records.
     """
     from robustbench_rpc.api import ModelRequest
     from robustbench_rpc.corruptions import check_corruption_name, check_severity, corrupt
     from robustbench_rpc.diagnostics.layers import batch_records
     from robustbench_rpc.diagnostics.probes import find_attention
+    from robustbench_rpc.engine.device import resolve_device
     from robustbench_rpc.results.provenance import collect_provenance
     from robustbench_rpc.results.schema import CellSpec
     from robustbench_rpc.results.store import ResultsStore
@@ -109,13 +115,14 @@ def diagnose(
     corruption = check_corruption_name(corruption)
     severity = check_severity(severity)
     _check_data(dataset, data)
+    target = resolve_device(device)
     request = ModelRequest(model, checkpoint, model_name, dict(model_options or {}), trust_checkpoint, use_ema,
                            num_classes, dict(preprocessing or {}))
     torch.manual_seed(seed)
     net, info, identity = request.load(seed)
-    net.eval()
+    net.eval().to(target)
     probes = find_attention(net, identity["model"])  # before any work: a model without readable attention stops here
-    source = _images(dataset, data, net.preprocessing, limit)
+    source = _images(dataset, data, net.preprocessing, limit, labels_file)
     clean_spec = CellSpec(dataset=source.name, condition="diagnose", params={"input": "clean", "limit": limit},
                           **identity)
     corrupt_spec = CellSpec(dataset=source.name, condition="diagnose",
@@ -130,14 +137,14 @@ def diagnose(
 
         store.check_compatible(clean_spec)
         pixels = _load_pixels(source)
-        provenance = collect_provenance(sys.argv, "cpu", seed, info, source.fingerprint(),
+        provenance = collect_provenance(sys.argv, str(target), seed, info, source.fingerprint(),
                                         samples=int(pixels.shape[0]))
         run_id = store.start_run(provenance, clean_spec)
         for spec in todo:
             images = pixels
             if spec is corrupt_spec:
                 images = corrupt(pixels, corruption, severity, generator=torch.Generator().manual_seed(seed))
-            frame = pd.DataFrame(batch_records(net, images, probes))
+            frame = pd.DataFrame(batch_records(net, images.to(target), probes))
             store.write_cell(spec, frame, provenance, run_id=run_id)
             summary.written.append(spec)
     summary.frame = diagnostics_frame([store], keys={clean_spec.key(), corrupt_spec.key()})

@@ -23,6 +23,7 @@ SUMMARY_ROWS = (
     ("PAP output change", "pap_output_change", "heads"),
     ("value alignment", "value_alignment", "heads"),
     ("alignment by chance", "value_alignment_chance", "heads"),
+    ("alignment, random read-out", "value_alignment_readout", "heads"),
 )
 STEM = "diagnostics"
 #: How to read the Diagnostics section.
@@ -32,8 +33,9 @@ DIAGNOSTICS_NOTE = (
     "the relative residual ||K - L - S|| / ||K|| after the first and the last attention evaluation, the share of "
     "non-zero entries of the sparse part S, and how far PAP moves the output from plain symmetric attention; "
     "the mean squared cosine between span(V) and the top eigenvectors of the centred key kernel matrix, beside "
-    "what a random subspace scores (when the head width is close to the token count, both are close to 1 and "
-    "the alignment says nothing)."
+    "what a random subspace scores and what a random linear read-out of the layer's input scores (values that "
+    "learned nothing); when the head width is close to the token count all three are close to 1 and the "
+    "alignment says nothing."
 )
 
 
@@ -107,6 +109,13 @@ def diagnostics_figure(frame: pd.DataFrame) -> Figure:
     chance = frame[frame["quantity"] == "value_alignment_chance"].groupby("layer")["value"].mean()
     if len(chance):
         align_ax.plot(chance.index, chance.values, ":", color="black", label="chance (random subspace)")
+    for model in models:
+        rows = frame[(frame["model_label"] == model) & (frame["quantity"] == "value_alignment_readout")
+                     & (frame["_input"] == "clean")]
+        readout = rows.groupby("layer")["value"].mean()
+        if len(readout):
+            align_ax.plot(readout.index, readout.values, ":", color=colors[model], marker="x",
+                          label=f"{model} random read-out [clean]")
     recon_ax.set(title="KPCA reconstruction error", xlabel="attention layer", ylabel="log mean error")
     align_ax.set(title="span(V) vs top eigenvectors of the key kernel", xlabel="attention layer",
                  ylabel="mean squared cosine")

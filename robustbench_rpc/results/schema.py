@@ -78,8 +78,8 @@ DIAGNOSE_COLUMNS: dict[str, str] = {
     "attention": "str: symmetric, rpc, scaled_s, scaled_alpha, kpca or softmax (a timm ViT)",
     "head": "int: attention head (0-based; -1: the layer's heads together)",
     "iteration": "int: PAP attention evaluation (1-based) for pap_residual and pap_sparsity; 0 otherwise",
-    "quantity": "str: recon_log_error, pap_residual, pap_sparsity, pap_output_change, value_alignment or "
-    "value_alignment_chance",
+    "quantity": "str: recon_log_error, pap_residual, pap_sparsity, pap_output_change, value_alignment, "
+    "value_alignment_chance or value_alignment_readout (see robustbench_rpc.diagnostics.layers.QUANTITIES)",
     "value": "float: the measured value",
     "n": "int: samples behind the value",
 }
