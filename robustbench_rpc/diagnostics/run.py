@@ -128,25 +128,31 @@ def diagnose(
     corrupt_spec = CellSpec(dataset=source.name, condition="diagnose",
                             params={"input": "corrupted", "name": corruption, "severity": severity, "limit": limit,
                                     "seed": seed}, **identity)
-    store = ResultsStore(Path(out), create=True)
-    summary = DiagnoseSummary(Path(out))
-    todo = [s for s in (clean_spec, corrupt_spec) if force or not store.has(s)]
-    summary.skipped = [s for s in (clean_spec, corrupt_spec) if s not in todo]
-    if todo:
+    specs = (clean_spec, corrupt_spec)
+    existing = ResultsStore(Path(out), create=False) if (Path(out) / "manifest.json").is_file() else None
+    todo = [s for s in specs if force or existing is None or not existing.has(s)]
+    summary = DiagnoseSummary(Path(out), skipped=[s for s in specs if s not in todo])
+    if existing is not None and todo:
+        existing.check_compatible(clean_spec)  # another model's directory: refused before any work
+    if todo:  # measure everything first, so that an error leaves nothing written
         import pandas as pd
 
-        store.check_compatible(clean_spec)
         pixels = _load_pixels(source)
-        provenance = collect_provenance(sys.argv, str(target), seed, info, source.fingerprint(),
-                                        samples=int(pixels.shape[0]))
-        run_id = store.start_run(provenance, clean_spec)
+        frames = []
         for spec in todo:
             images = pixels
             if spec is corrupt_spec:
                 images = corrupt(pixels, corruption, severity, generator=torch.Generator().manual_seed(seed))
-            frame = pd.DataFrame(batch_records(net, images.to(target), probes))
+            frames.append(pd.DataFrame(batch_records(net, images.to(target), probes)))
+        provenance = collect_provenance(sys.argv, str(target), seed, info, source.fingerprint(),
+                                        samples=int(pixels.shape[0]))
+        store = ResultsStore(Path(out), create=True)
+        store.check_compatible(clean_spec)
+        run_id = store.start_run(provenance, clean_spec)
+        for spec, frame in zip(todo, frames, strict=True):
             store.write_cell(spec, frame, provenance, run_id=run_id)
             summary.written.append(spec)
+    store = ResultsStore(Path(out), create=False)
     summary.frame = diagnostics_frame([store], keys={clean_spec.key(), corrupt_spec.key()})
     return summary
 
