@@ -16,12 +16,18 @@ from robustbench_rpc.models.wrapper import load_model
 FIXTURES = Path(__file__).parent / "fixtures" / "kpca"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
 CASES = {c["case"]: c for c in MANIFEST["cases"]}
-MODEL_OF = {
-    "scaled_s": "scaled_vit_tiny_patch16_224",
-    "scaled_alpha_asym": "scaled_alpha_vit_tiny_patch16_224",
-    "recon_vit": "kpca_vit_tiny_patch16_224",
-}
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
+
+
+def model_name(case: dict) -> str:
+    """Our model for a case of the manifest: by its family and, for Scaled Attention, ``s_scalar``."""
+    if case["family"] == "kpca_recon":
+        return "kpca_vit_tiny_patch16_224"
+    scalar = case["constructor_args"]["s_scalar"]
+    return "scaled_alpha_vit_tiny_patch16_224" if scalar else "scaled_vit_tiny_patch16_224"
+
+
+MODEL_OF = {name: model_name(case) for name, case in CASES.items()}
 
 
 def load_case(name: str, dtype: torch.dtype) -> tuple[torch.nn.Module, dict, dict]:
