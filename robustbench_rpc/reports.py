@@ -45,8 +45,30 @@ def write_report(
     comparisons = comparison_markdown(base, comparison, resamples, seed)
     links = write_report_plots(frame, out) if plots else []
     text = render_report(frame, model_provenance(stores), [store.root for store in stores], links, comparisons,
-                         audit=audit_frame(stores))
+                         audit=audit_frame(stores), diagnostics=_diagnostics_section(stores, out, plots))
     return write_text(out, text)
+
+
+def _diagnostics_section(stores: list[ResultsStore], out: Path, plots: bool) -> str:
+    """The report's Diagnostics section text for the stores' diagnose cells ('' when there are none)."""
+    from robustbench_rpc.diagnostics import diagnostics_frame
+    from robustbench_rpc.reporting.diagnostics import (
+        DIAGNOSTICS_NOTE,
+        STEM,
+        diagnostics_markdown,
+        diagnostics_table,
+        write_diagnostics_plots,
+    )
+
+    frame = diagnostics_frame(stores)
+    if frame.empty:
+        return ""
+    link = None
+    if plots:
+        plot_dir = out.parent / f"{out.stem}_plots"
+        write_diagnostics_plots(frame, plot_dir, ("png", "svg"))
+        link = f"{plot_dir.name}/{STEM}.png"
+    return diagnostics_markdown(diagnostics_table(frame), link, DIAGNOSTICS_NOTE)
 
 
 def write_robustbench(sources: Sources, out: Path) -> list[dict]:

@@ -44,7 +44,9 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     for label in ("symvit", "rpc-symvit", "symvit+rpc-inference"):
         cells = list(ResultsStore(out / label).iter_cells())
         conditions = sorted({spec.condition for spec, _, _ in cells})
-        assert conditions == ["attack", "audit", "clean", "corruption"]
+        assert conditions == ["attack", "audit", "clean", "corruption", "diagnose"]
+        diagnosed = [spec for spec, _, _ in cells if spec.condition == "diagnose"]
+        assert sorted(spec.params["input"] for spec in diagnosed) == ["clean", "corrupted"]
         assert len([c for c in cells if c[0].condition == "corruption"]) == 6  # 3 corruptions x 2 severities
         for spec, records, _ in cells:
             if spec.condition == "attack":
@@ -62,3 +64,9 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert "mCE vs symvit" in report and "28155d55d37f1c45" in report
     assert "(report_plots/attacks_pgd_linf.png)" in report
     assert (out / "report_plots" / "corruptions.png").stat().st_size > 1000
+    assert "Attention diagnostics per layer" in printed
+    diagnostics = report.split("## Diagnostics")[1].split("\n## ")[0]
+    assert "| rpc-symvit | 0 | rpc | PAP residual (last) |" in diagnostics
+    assert "| symvit | 0 | symmetric | value alignment |" in diagnostics and "gaussian_noise s3" in diagnostics
+    assert "(report_plots/diagnostics.png)" in diagnostics
+    assert (out / "report_plots" / "diagnostics.png").stat().st_size > 10_000

@@ -14,7 +14,7 @@ results         base, metrics: storage (schema, store, parts, merge, provenance)
 reporting       base, metrics: views, exports, plots, the report; functions of the frames that results builds,
                 so reporting never opens a store and imports nothing of results (nor results of reporting)
 engine          base, metrics, lower, results (the record schema)
-api             base, metrics, lower, results, reporting, engine: ``api`` and ``reports``
+api             base, metrics, lower, results, reporting, engine: ``api``, ``reports``, ``diagnostics``
 audit           everything below and api (its checks run as ordinary cells through api)
 demo            everything but cli
 cli             everything (``cli`` and ``__main__``)
@@ -52,6 +52,7 @@ LAYER_OF = {
     "api": "api",
     "reports": "api",
     "audit": "audit",
+    "diagnostics": "api",
     "demo": "demo",
     "cli": "cli",
     "__main__": "cli",

@@ -16,6 +16,7 @@ from robustbench_rpc.cli import models as models_cli
 from robustbench_rpc.cli.audit import audit_command
 from robustbench_rpc.cli.compare import compare_command, plot_command, report_command
 from robustbench_rpc.cli.corrupt import corrupt_command
+from robustbench_rpc.cli.diagnose import diagnose_command
 from robustbench_rpc.cli.evaluate import attack_command, evaluate_command
 from robustbench_rpc.cli.merge import merge_command
 from robustbench_rpc.cli.table import table_command
@@ -35,6 +36,7 @@ app.command("evaluate")(evaluate_command)
 app.command("attack")(attack_command)
 app.command("audit")(audit_command)
 app.command("corrupt")(corrupt_command)
+app.command("diagnose")(diagnose_command)
 app.command("table")(table_command)
 app.command("merge")(merge_command)
 app.command("compare")(compare_command)

@@ -41,6 +41,9 @@ def write_demo_outputs(result: DemoResult, console: Any) -> None:
                                  f"{row['robust_top1']:.2f}% ({row['attack']}, {row['n']} samples); worst case "
                                  f"over {row['attacks']} attack cells {row['worst_case']:.2f}% on "
                                  f"{row['worst_case_n']} samples"))
+    if "diagnostics" in tables:
+        console.print(to_rich_table(tables["diagnostics"], "Attention diagnostics per layer (heads averaged; "
+                                    "the report has the plot)", digits=3))
     comparison = compare(result.model_dirs, baseline=VARIANTS[0].label)
     headline = comparison[comparison["condition"].isin(["clean", "attack"])]
     console.print(to_rich_table(comparison_display(headline),

@@ -51,6 +51,9 @@ class DemoSettings:
     )
     audit_eps: str | None = "4/255"  # the audit's budgets (None: no audit)
     audit_limit: int | None = 64
+    # the attention diagnostics (robustbench-rpc diagnose): images, and the corruption shown beside clean
+    diagnose_limit: int | None = 64
+    diagnose_corruption: tuple[str, int] = ("gaussian_noise", 3)
     threads: int = 1
 
     @classmethod
@@ -58,7 +61,8 @@ class DemoSettings:
         """A reduced setting for CI and smoke tests (about a minute on 2 cores)."""
         return cls(limit=48, corruptions="gaussian_noise,glass_blur,fog", severities="1,5", sweep_eps="2/255,6/255",
                    sweep_limit=32, subset_attacks=(("spsa", "4/255", {"samples": 8, "steps": 3}, 8),
-                                                   ("square", "4/255", {"queries": 50}, 8)), audit_limit=16)
+                                                   ("square", "4/255", {"queries": 50}, 8)), audit_limit=16,
+                   diagnose_limit=16)
 
 
 @dataclass
@@ -111,6 +115,12 @@ def _run_variants(out: Path, settings: DemoSettings, common: dict[str, Any], res
         model = {"model": variant.architecture, "checkpoint": checkpoint, "model_name": variant.label}
         evaluate(**model, out=model_dir, suite="digits,digits-c", limit=settings.limit,
                  corruptions=settings.corruptions, severities=settings.severities, **common)
+        if settings.diagnose_limit:
+            from robustbench_rpc.diagnostics import diagnose
+
+            corruption, severity = settings.diagnose_corruption
+            diagnose(variant.architecture, checkpoint, model_name=variant.label, out=model_dir,
+                     limit=settings.diagnose_limit, corruption=corruption, severity=severity, seed=common["seed"])
         attack(**model, out=model_dir, attacks=settings.sweep_attacks, eps=settings.sweep_eps, dataset="digits",
                limit=settings.sweep_limit, **common)
         for name, eps, options, limit in settings.subset_attacks:
@@ -125,7 +135,8 @@ def _run_variants(out: Path, settings: DemoSettings, common: dict[str, Any], res
 
 
 def demo_tables(model_dirs: list[Path]) -> dict[str, Any]:
-    """Return the demo's tables: clean and corrupted accuracy with an mCE relative to SymViT, and the attacks."""
+    """Return the demo's tables: clean and corrupted accuracy with an mCE relative to SymViT, the attacks, the
+    audit and the attention diagnostics."""
     import pandas as pd
 
     from robustbench_rpc.reporting.views import build_view
@@ -142,6 +153,12 @@ def demo_tables(model_dirs: list[Path]) -> dict[str, Any]:
     verdicts = audit_frame(model_dirs)
     if not verdicts.empty:
         tables["audit"] = audit_view(verdicts)
+    from robustbench_rpc.diagnostics import diagnostics_frame
+    from robustbench_rpc.reporting.diagnostics import diagnostics_table
+
+    diagnosed = diagnostics_frame(model_dirs)
+    if not diagnosed.empty:
+        tables["diagnostics"] = diagnostics_table(diagnosed)
     tables["summary"] = pd.DataFrame(relative_corruption_summary(frame)).set_index("model")
     return tables
 

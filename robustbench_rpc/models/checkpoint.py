@@ -215,10 +215,14 @@ def compare_keys(model: nn.Module, state_dict: Mapping[str, Tensor]) -> KeyRepor
 def guess_family(state_dict: Mapping[str, Tensor]) -> str | None:
     """Guess which model family wrote ``state_dict`` from its key names and shapes.
 
-    Returns one of ``symvit``, ``vit`` (timm ViT/DeiT), ``fan``, ``fan_hybrid``, ``rpc_fan``,
+    Returns one of ``symvit``, ``vit`` (timm ViT/DeiT, or the KPCA ViT: same keys), ``scaled_s``,
+    ``scaled_alpha`` (Scaled Attention, by the shape of ``attn.s``), ``fan``, ``fan_hybrid``, ``rpc_fan``,
     ``rpc_fan_hybrid`` or None.
     """
     keys = set(state_dict)
+    scaled = state_dict.get("blocks.0.attn.s")
+    if scaled is not None and "blocks.0.attn.qkv.weight" in keys:
+        return "scaled_s" if scaled.ndim == 3 else "scaled_alpha"
     if "blocks.0.attn.qkv.weight" in keys:
         w = state_dict["blocks.0.attn.qkv.weight"]
         if w.ndim == 2 and w.shape[0] == 2 * w.shape[1]:
@@ -237,7 +241,9 @@ def guess_family(state_dict: Mapping[str, Tensor]) -> str | None:
 #: For each family that ``guess_family`` returns, an example model name to suggest.
 FAMILY_EXAMPLES = {
     "symvit": "symvit_tiny_patch16_224 or rpc_symvit_tiny_patch16_224",
-    "vit": "a timm ViT/DeiT such as deit_tiny_patch16_224",
+    "vit": "a timm ViT/DeiT such as deit_tiny_patch16_224, or kpca_vit_tiny_patch16_224",
+    "scaled_s": "scaled_vit_tiny_patch16_224 (or another scaled_vit_*)",
+    "scaled_alpha": "scaled_alpha_vit_tiny_patch16_224 (or another scaled_alpha_vit_*)",
     "fan": "fan_tiny_12_p16_224 (or another fan_*_p16_224)",
     "fan_hybrid": "fan_tiny_8_p4_hybrid (or another fan_*_hybrid)",
     "rpc_fan": "rpc_fan_tiny_12_p16_224 or symfan_tiny_12_p16_224",

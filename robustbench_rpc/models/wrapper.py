@@ -141,9 +141,12 @@ def _fit_input_size(model: nn.Module, name: str, prep: dict[str, Any], user_size
     if not user_size:  # built for another size (e.g. read off a checkpoint): preprocess for that size
         prep["input_size"] = (3, *(int(v) for v in built))
         return
+    hint = getattr(model, "resize_hint", None)  # a model that cannot be rebuilt for another size says why
+    fix = hint or (f"build it for that size with --model-arg img_size={wanted[0]} (position embeddings are "
+                   "resampled)")
     raise UserError(
         f"{name} was built for {built[0]}x{built[1]} inputs but the preprocessing gives {wanted[0]}x{wanted[1]}; "
-        f"build it for that size with --model-arg img_size={wanted[0]} (position embeddings are resampled)."
+        f"{fix}."
     )
 
 

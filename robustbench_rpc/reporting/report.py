@@ -174,12 +174,14 @@ def render_report(
     comparisons: str,
     title: str = "Robustness report",
     audit: pd.DataFrame | None = None,
+    diagnostics: str = "",
 ) -> str:
     """Return the Markdown text of the report from its parts.
 
     The parts: the tidy table, the models' provenance (:func:`robustbench_rpc.results.provenance.model_provenance`),
     the results directories it came from, the plot links, the Comparisons section text and the audit frame
-    (:func:`robustbench_rpc.results.verdicts.audit_frame`; None or empty: no audit was run).
+    (:func:`robustbench_rpc.results.verdicts.audit_frame`; None or empty: no audit was run), and the
+    Diagnostics section's text (:func:`robustbench_rpc.reporting.diagnostics.diagnostics_markdown`; empty: none).
     """
     from robustbench_rpc import __version__
 
@@ -222,6 +224,11 @@ def render_report(
         "## Audit",
         "",
         audit_markdown(audit),
+        "",
+        "## Diagnostics",
+        "",
+        diagnostics.strip() or "No attention diagnostics in these results; `robustbench-rpc diagnose` adds them "
+        "(reconstruction error, PAP iterations, value alignment, clean vs corrupted).",
         "",
         "## Comparisons",
         "",

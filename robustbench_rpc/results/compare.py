@@ -274,7 +274,7 @@ def compare_cells(
         raise UserError(f"The results hold only model {labels[0]}; a comparison needs at least two models.")
     by_key: dict[str, dict[str, LoadedCell]] = {}
     for cell in cells:
-        if cell.spec.condition != "audit":  # audit probes and verdicts are no accuracy to compare
+        if cell.spec.condition not in ("audit", "diagnose"):  # audit and diagnose cells are no accuracy
             by_key.setdefault(shared_key(cell.spec), {})[cell.label] = cell
     pairs: list[tuple[LoadedCell, LoadedCell]] = []
     for group in by_key.values():

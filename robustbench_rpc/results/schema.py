@@ -70,7 +70,26 @@ CHECK_COLUMNS: dict[str, str] = {
     "flagged": "bool: this sample is evidence for the check firing (e.g. broken by FGSM but not by PGD)",
 }
 
-CONDITION_KINDS = ("clean", "corruption", "attack", "ood", "audit")
+#: Columns of diagnose cells (condition ``diagnose``): one record per attention layer, head, iteration and quantity
+#: (see :mod:`robustbench_rpc.diagnostics`), not per sample, so they replace :data:`BASE_COLUMNS` there.
+DIAGNOSE_COLUMNS: dict[str, str] = {
+    "layer": "int: position of the attention layer in the forward pass (0-based)",
+    "module": "str: the layer's module path in the model, e.g. blocks.0.attn",
+    "attention": "str: symmetric, rpc, scaled_s, scaled_alpha, kpca or softmax (a timm ViT)",
+    "head": "int: attention head (0-based; -1: the layer's heads together)",
+    "iteration": "int: PAP attention evaluation (1-based) for pap_residual and pap_sparsity; 0 otherwise",
+    "quantity": "str: recon_log_error, pap_residual, pap_sparsity, pap_output_change, value_alignment, "
+    "value_alignment_chance or value_alignment_readout (see robustbench_rpc.diagnostics.layers.QUANTITIES)",
+    "value": "float: the measured value",
+    "n": "int: samples behind the value",
+}
+
+CONDITION_KINDS = ("clean", "corruption", "attack", "ood", "audit", "diagnose")
+
+
+def required_columns(condition: str) -> dict[str, str]:
+    """Return the columns every record of a cell of this condition kind must have."""
+    return DIAGNOSE_COLUMNS if condition == "diagnose" else BASE_COLUMNS
 
 
 @dataclass(frozen=True)

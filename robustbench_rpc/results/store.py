@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from robustbench_rpc.atomic import TEMP_PREFIX, atomic_write, atomic_write_bytes
 from robustbench_rpc.errors import UserError
-from robustbench_rpc.results.schema import BASE_COLUMNS, SCHEMA_VERSION, CellSpec
+from robustbench_rpc.results.schema import SCHEMA_VERSION, CellSpec, required_columns
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -344,7 +344,7 @@ class ResultsStore:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        missing = [c for c in BASE_COLUMNS if c not in records.columns]
+        missing = [c for c in required_columns(spec.condition) if c not in records.columns]
         if missing:
             raise ValueError(f"records of cell {spec.slug()} lack the schema columns {', '.join(missing)}")
         identity = model_identity(spec)

@@ -70,7 +70,7 @@ def _percent(values: Any) -> float:
 def cell_metrics(spec: CellSpec, records: pd.DataFrame) -> list[tuple[str, float, int]]:
     """Return ``(metric, value, n)`` for one cell's records; ``n`` is the number of samples behind the value."""
     rows: list[tuple[str, float, int]] = []
-    if spec.condition == "audit":  # audit probes and verdicts: read by the audit view, not metrics of their own
+    if spec.condition in ("audit", "diagnose"):  # read by the audit view / the diagnostics, not metrics
         return rows
     labelled = records
     if "label" in records:
@@ -205,7 +205,7 @@ def tidy(sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path
             roots[cell.spec.key()] = str(store.root)
     rows.extend(_worst_case_rows(attack_cells, roots))
     if not rows:
-        raise UserError("The results directories hold no cell with metrics (only audit cells).")
+        raise UserError("The results directories hold no cell with metrics (only audit or diagnose cells).")
     frame = pd.DataFrame(rows)
     frame["model_label"] = model_labels(frame.pop("_identity").tolist())
     frame = pd.concat([frame, corruption_summary(frame)], ignore_index=True)
