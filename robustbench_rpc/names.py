@@ -42,13 +42,23 @@ def dataset_family(name: str) -> str:
     return canonical if canonical in SHIFT_DATASETS else "clean"
 
 
-def eps_text(eps: float | None, norm: str | None) -> str:
-    """Return an attack budget as people write it: ``4/255`` for L-infinity, the plain number otherwise."""
+#: The spellings of the L-infinity norm (a budget of this norm is written in 255ths).
+LINF_NAMES = ("linf", "l_inf", "inf", "")
+
+
+def eps_text(eps: float | None, norm: str | None = "Linf") -> str:
+    """Return a budget as people write it: ``k/255`` for L-infinity budgets that are a multiple of 1/255 (to two
+    decimals of k: ``4/255``, ``0.5/255``), the exact value (six significant digits) otherwise, e.g. L2's ``0.5``."""
     if eps is None or (isinstance(eps, float) and math.isnan(eps)):
         return ""
-    if str(norm or "").lower() in ("linf", "l_inf", "inf", ""):
-        return f"{float(eps) * 255:.4g}/255"
-    return f"{float(eps):.4g}"
+    value = float(eps)
+    if str(norm or "").lower() in LINF_NAMES:
+        scaled = value * 255
+        nearest = round(scaled, 2)
+        if abs(scaled - nearest) <= 1e-5 * max(1.0, abs(scaled)):
+            return f"{nearest:g}/255"
+    return f"{value:.6g}"
+
 
 #: The attack name of the tidy table's per-sample worst case over the attacks run at one budget.
 WORST_CASE = "worst-case"

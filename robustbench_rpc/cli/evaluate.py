@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from robustbench_rpc.cli import options as opt
+from robustbench_rpc.names import eps_text
 
 DATA_PANEL = "Data"
 RUN_PANEL = "Run"
@@ -71,6 +72,13 @@ def _missing(value: Any) -> bool:
     return value is None or value != value  # None or NaN
 
 
+def _value_text(metric: str, value: float) -> str:
+    """A metric's text in the summary table: perturbation norms as budgets (``4/255``), the rest two decimals."""
+    if metric in ("linf_max", "l2_max"):
+        return eps_text(value, "Linf" if metric == "linf_max" else "L2")
+    return f"{value:.2f}"
+
+
 def _print_summary(summary: Any, title: str) -> None:
     if getattr(summary, "rank", 0) != 0:  # distributed: rank 0 reports for everyone
         return
@@ -90,7 +98,8 @@ def _print_summary(summary: Any, title: str) -> None:
             rows.append((
                 row.dataset, row.condition, "" if _missing(row.name) else str(row.name),
                 "" if _missing(row.severity) else str(int(row.severity)), "" if _missing(row.norm) else str(row.norm),
-                "" if _missing(row.eps) else f"{row.eps * 255:.3g}/255", row.metric, f"{row.value:.2f}", str(row.n),
+                "" if _missing(row.eps) else eps_text(row.eps, row.norm), row.metric,
+                _value_text(row.metric, row.value), str(row.n),
             ))
     used = [i for i, _ in enumerate(columns) if any(r[i] for r in rows)] or list(range(len(columns)))
     table = Table(title=title)

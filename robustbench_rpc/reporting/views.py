@@ -187,6 +187,9 @@ def severity_view(frame: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
 def attacks_view(frame: pd.DataFrame, metric: str = "robust_top1") -> pd.DataFrame:
     """Attack x norm x eps rows, one column per model: ``metric`` (default robust top-1 %).
 
+    ``eps`` is the budget as written on the command line (``4/255``; L2 and other budgets their exact value); the
+    tidy view keeps the float.
+
     ``worst-case of ...`` rows (several attacks at one budget) count a sample robust only if every attack listed
     failed on it: the robust accuracy to quote.
     """
@@ -196,16 +199,16 @@ def attacks_view(frame: pd.DataFrame, metric: str = "robust_top1") -> pd.DataFra
     rows = rows.assign(
         attack=_attack_text(rows),
         norm=rows["norm"].fillna("").astype(str),
-        eps=rows["eps"].fillna(0.0),
-        eps_255=(rows["eps"].fillna(0.0) * 255).round(4),
+        _eps=rows["eps"].fillna(0.0).astype(float),
     )
-    index = ["attack", "norm", "eps", "eps_255"]
-    qualifier = _qualifier_text(rows, index)
+    rows = rows.assign(eps=[eps_text(e, n) for e, n in zip(rows["_eps"], rows["norm"], strict=True)])
+    index = ["attack", "norm", "_eps", "eps"]
+    qualifier = _qualifier_text(rows, ["attack", "norm", "_eps"])
     if (qualifier != "").any():
         rows = rows.assign(variant=qualifier)
         index.append("variant")
     wide = _pivot_models(rows, index, models)
-    return wide.sort_values(index, kind="stable").reset_index(drop=True)
+    return wide.sort_values(index, kind="stable").drop(columns="_eps").reset_index(drop=True)
 
 
 def tidy_view(frame: pd.DataFrame) -> pd.DataFrame:
