@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -87,7 +87,16 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Print a warning as one sentence for people (``Warning: ...``), without the source line."""
+    print(f"Warning: {message}", file=file or sys.stderr)
+
+
 def _main(argv: list[str] | None) -> None:
+    import warnings
+
+    warnings.showwarning = _show_warning
     command = typer.main.get_command(app)
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("ROBUSTBENCH_RPC_DEBUG"))
     try:
