@@ -147,18 +147,20 @@ def load_model(
     Width, depth, heads, class count and image size are read from the checkpoint where it has them; where the
     weights cannot tell (a SymViT's heads) the checkpoint's recorded recipe decides (:mod:`.recipe`), and a
     disagreement with ``name`` warns (:class:`~robustbench_rpc.models.recipe.CheckpointRecipeWarning`) or refuses.
-    A model the package ships weights for (the digits models) loads them when no checkpoint is given, unless
-    ``shipped_weights=False`` (random initialisation, as for training).
+    A model the package ships weights for (the digits models) loads them when no checkpoint is given and no option
+    changes its architecture (``num_classes``, widths...; RPC options do not), unless ``shipped_weights=False``
+    (random initialisation, as for training).
     """
     import timm
 
     from robustbench_rpc.models import checkpoint as ckpt_mod
-    from robustbench_rpc.models.recipe import CheckpointRecipeWarning, read_recipe, reconcile
+    from robustbench_rpc.models.recipe import RPC_OPTIONS, CheckpointRecipeWarning, read_recipe, reconcile
     from robustbench_rpc.models.registry import CATALOGUE, FAMILIES, ensure_registered
     from robustbench_rpc.models.shipped import shipped_checkpoint
 
     ensure_registered()
-    if checkpoint is None and shipped_weights and shipped_checkpoint(name) is not None:
+    same_architecture = num_classes is None and not set(model_kwargs) - set(RPC_OPTIONS)
+    if checkpoint is None and shipped_weights and same_architecture and shipped_checkpoint(name) is not None:
         checkpoint = str(shipped_checkpoint(name))
     ckpt = ckpt_mod.read_checkpoint(checkpoint, trust=trust_checkpoint) if checkpoint else None
     recipe = read_recipe(ckpt.meta) if ckpt else None
