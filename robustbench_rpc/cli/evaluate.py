@@ -68,6 +68,44 @@ def _model_request(model: str, checkpoint: Path | None, trust: bool, ema: bool, 
     }
 
 
+#: ``--data``: the one dataset's folder, the same option for ``evaluate`` and ``attack``.
+DataPath = Annotated[str | None, typer.Option("--data", help="The folder of the one dataset asked for "
+                                              "(imagenet, folder, imagenet-a...); several: use --imagenet etc.",
+                                              rich_help_panel=DATA_PANEL)]
+
+
+def _data_dataset(suite: str) -> str:
+    """Return the dataset whose folder ``--data`` gives: the suite must need exactly one folder."""
+    from robustbench_rpc.engine.plan import DATASET_OF_SUITE, parse_suite
+    from robustbench_rpc.errors import UserError
+
+    needed = list(dict.fromkeys(DATASET_OF_SUITE[s] for s in parse_suite(suite) if DATASET_OF_SUITE[s] != "digits"))
+    if len(needed) != 1 or "imagenet-o" in needed:
+        raise UserError(f"--data gives the folder of one dataset, but --suite {suite} needs "
+                        f"{', '.join(needed) if needed else 'none'}; pass --imagenet, --imagenet-c, ... instead.")
+    return needed[0]
+
+
+def _attack_data(dataset: str, data: str | None, imagenet: str | None, folder: str | None,
+                 data_root: Path | None) -> str | None:
+    """Return the attack's image folder from ``--data``, ``--imagenet`` / ``--folder`` or ``--data-root``."""
+    from robustbench_rpc.errors import UserError
+
+    given = {"--data": data, "--imagenet": imagenet, "--folder": folder}
+    chosen = {k: v for k, v in given.items() if v}
+    if len(chosen) > 1:
+        raise UserError(f"Give the attack's images once; got {' and '.join(chosen)}.")
+    if imagenet and dataset != "imagenet" or folder and dataset != "folder":
+        raise UserError(f"{next(iter(chosen))} does not go with --dataset {dataset}.")
+    if chosen:
+        return next(iter(chosen.values()))
+    if data_root is not None and dataset == "imagenet":
+        from robustbench_rpc.engine.plan import DataPaths
+
+        return DataPaths(data_root).resolve("imagenet")
+    return None
+
+
 def _missing(value: Any) -> bool:
     return value is None or value != value  # None or NaN
 
@@ -114,8 +152,8 @@ def _print_summary(summary: Any, title: str) -> None:
 
 def evaluate_command(
     model: opt.ModelName,
-    suite: Annotated[str, typer.Option("--suite", "-s", help="Comma list: clean, imagenet-c, imagenet-a, "
-                                       "imagenet-r, imagenet-o, folder, digits, digits-c.",
+    suite: Annotated[str, typer.Option("--suite", "--dataset", "-s", help="Comma list: clean (= imagenet), "
+                                       "imagenet-c, imagenet-a, imagenet-r, imagenet-o, folder, digits, digits-c.",
                                        rich_help_panel=DATA_PANEL)] = "clean",
     out: Out = Path("results"),
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder holding imagenet/val, "
@@ -133,6 +171,7 @@ def evaluate_command(
                                                       rich_help_panel=DATA_PANEL)] = None,
     folder: Annotated[str | None, typer.Option("--folder", help="An ImageFolder of wnid classes "
                                                   "(--suite folder).", rich_help_panel=DATA_PANEL)] = None,
+    data: DataPath = None,
     corruptions: Annotated[str | None, typer.Option("--corruptions", help="all, standard (default), extra or "
                            "names like fog,snow.", rich_help_panel=DATA_PANEL)] = None,
     severities: Annotated[str | None, typer.Option("--severities", help="e.g. 1-5 (default) or 1,3,5.",
@@ -184,10 +223,12 @@ def evaluate_command(
     request = _model_request(model, checkpoint, trust_checkpoint, ema, num_classes, model_arg,
                              (rpc_iters, rpc_lambda, rpc_layers, rpc_threshold),
                              (mean, std, input_size, crop_pct, interpolation))
+    paths = {"imagenet": imagenet, "imagenet-c": imagenet_c, "imagenet-a": imagenet_a, "imagenet-r": imagenet_r,
+             "imagenet-o": imagenet_o, "folder": folder}
+    if data is not None:
+        paths[_data_dataset(suite)] = data
     summary = evaluate(
-        **request, out=out, suite=suite, data_root=data_root,
-        paths={"imagenet": imagenet, "imagenet-c": imagenet_c, "imagenet-a": imagenet_a, "imagenet-r": imagenet_r,
-               "imagenet-o": imagenet_o, "folder": folder},
+        **request, out=out, suite=suite, data_root=data_root, paths=paths,
         limit=limit, subset=subset, corruptions=corruptions, severities=severities, allow_missing=allow_missing,
         labels_file=labels, class_list=classes, jpeg=jpeg, corruption_rng=corruption_rng, batch_size=batch_size,
         workers=workers, device=device, precision=amp, channels_last=channels_last, compile=compile_model,
@@ -211,10 +252,15 @@ def attack_command(
     compat: Annotated[str | None, typer.Option("--compat", help="Reproduce the official code's threat model: "
                       "'normalized' (normalized space, no clamping, against clean predictions). Not the default.")
                       ] = None,
-    dataset: Annotated[str, typer.Option("--dataset", help="imagenet, folder or digits (embedded).",
-                                         rich_help_panel=DATA_PANEL)] = "imagenet",
-    data: Annotated[str | None, typer.Option("--data", help="Image folder for imagenet / folder.",
-                                                rich_help_panel=DATA_PANEL)] = None,
+    dataset: Annotated[str, typer.Option("--dataset", "--suite", "-s", help="imagenet (= clean), folder or "
+                                         "digits (embedded).", rich_help_panel=DATA_PANEL)] = "imagenet",
+    data: DataPath = None,
+    data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder holding imagenet/val.",
+                                                   rich_help_panel=DATA_PANEL)] = None,
+    imagenet: Annotated[str | None, typer.Option("--imagenet", help="ImageNet validation folder.",
+                                                    rich_help_panel=DATA_PANEL)] = None,
+    folder: Annotated[str | None, typer.Option("--folder", help="An ImageFolder of wnid classes "
+                                                  "(--dataset folder).", rich_help_panel=DATA_PANEL)] = None,
     save_adv: Annotated[Path | None, typer.Option("--save-adv", help="Keep adversarial examples here "
                         "(tensors, and PNGs of a few samples).")] = None,
     surrogate: Annotated[str | None, typer.Option("--surrogate", help="The transfer attack's surrogate: "
@@ -261,6 +307,8 @@ def attack_command(
     request = _model_request(model, checkpoint, trust_checkpoint, ema, num_classes, model_arg,
                              (rpc_iters, rpc_lambda, rpc_layers, rpc_threshold),
                              (mean, std, input_size, crop_pct, interpolation))
+    dataset = "imagenet" if dataset.strip().lower() == "clean" else dataset
+    data = _attack_data(dataset, data, imagenet, folder, data_root)
     summary = run_attacks(
         **request, out=out, attacks=attack or "", eps=eps, norm=norm, protocol=protocol,
         attack_options=parse_options(attack_option or []), compat=compat or False, dataset=dataset, data=data,
