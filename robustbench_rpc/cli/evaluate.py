@@ -86,6 +86,25 @@ def _data_dataset(suite: str) -> str:
     return needed[0]
 
 
+def _path_pairs(items: list[str]) -> dict[str, str]:
+    """Parse ``--path DATASET=DIR`` options."""
+    from robustbench_rpc.engine.plan import DATASET_OF_SUITE
+    from robustbench_rpc.errors import UserError, did_you_mean
+
+    known = sorted(set(DATASET_OF_SUITE.values()) - {"digits"})
+    out = {}
+    for item in items:
+        name, sep, where = item.partition("=")
+        name = name.strip().lower()
+        if not sep or not where:
+            raise UserError(f"--path {item!r} is not DATASET=DIR; e.g. --path imagenet-v2=/data/imagenetv2.")
+        if name not in known:
+            raise UserError(f"--path names unknown dataset {name!r}; expected one of {', '.join(known)}"
+                            f"{did_you_mean(name, known)}.")
+        out[name] = where
+    return out
+
+
 def _attack_data(dataset: str, data: str | None, imagenet: str | None, folder: str | None,
                  data_root: Path | None) -> str | None:
     """Return the attack's image folder from ``--data``, ``--imagenet`` / ``--folder`` or ``--data-root``."""
@@ -153,8 +172,9 @@ def _print_summary(summary: Any, title: str) -> None:
 def evaluate_command(
     model: opt.ModelName,
     suite: Annotated[str, typer.Option("--suite", "--dataset", "-s", help="Comma list: clean (= imagenet), "
-                                       "imagenet-c, imagenet-a, imagenet-r, imagenet-o, folder, digits, digits-c.",
-                                       rich_help_panel=DATA_PANEL)] = "clean",
+                                       "imagenet-c, imagenet-a, imagenet-r, imagenet-o, folder, digits, digits-c, "
+                                       "imagenet-v2, imagenet-sketch, stylized-imagenet, objectnet, imagenet-c-bar, "
+                                       "imagenet-3dcc.", rich_help_panel=DATA_PANEL)] = "clean",
     out: Out = Path("results"),
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder holding imagenet/val, "
                          "imagenet-c, imagenet-a, imagenet-r, imagenet-o.", rich_help_panel=DATA_PANEL)] = None,
@@ -172,6 +192,12 @@ def evaluate_command(
     folder: Annotated[str | None, typer.Option("--folder", help="An ImageFolder of wnid classes "
                                                   "(--suite folder).", rich_help_panel=DATA_PANEL)] = None,
     data: DataPath = None,
+    path: Annotated[list[str] | None, typer.Option("--path", help="DATASET=DIR (repeatable) for imagenet-v2, "
+                    "imagenet-sketch, stylized-imagenet, objectnet, imagenet-c-bar, imagenet-3dcc (and the others).",
+                    rich_help_panel=DATA_PANEL)] = None,
+    ar_all_classes: Annotated[bool, typer.Option("--ar-all-classes", help="Score ImageNet-A/R by the argmax over "
+                              "all 1000 classes instead of their 200-class mask (the official default).",
+                              rich_help_panel=DATA_PANEL)] = False,
     corruptions: Annotated[str | None, typer.Option("--corruptions", help="all, standard (default), extra or "
                            "names like fog,snow.", rich_help_panel=DATA_PANEL)] = None,
     severities: Annotated[str | None, typer.Option("--severities", help="e.g. 1-5 (default) or 1,3,5.",
@@ -225,6 +251,7 @@ def evaluate_command(
                              (mean, std, input_size, crop_pct, interpolation))
     paths = {"imagenet": imagenet, "imagenet-c": imagenet_c, "imagenet-a": imagenet_a, "imagenet-r": imagenet_r,
              "imagenet-o": imagenet_o, "folder": folder}
+    paths.update(_path_pairs(path or []))
     if data is not None:
         paths[_data_dataset(suite)] = data
     summary = evaluate(
@@ -233,7 +260,7 @@ def evaluate_command(
         labels_file=labels, class_list=classes, jpeg=jpeg, corruption_rng=corruption_rng, batch_size=batch_size,
         workers=workers, device=device, precision=amp, channels_last=channels_last, compile=compile_model,
         decode=decode, seed=seed, force=force, allow_mixed=allow_mixed, progress=not quiet, prefetch_factor=prefetch,
-        shard=shard, shard_by=shard_by,
+        shard=shard, shard_by=shard_by, ar_all_classes=ar_all_classes,
     )
     _print_summary(summary, f"{model}: evaluation")
 

@@ -87,10 +87,18 @@ PAPER_COLUMNS: tuple[tuple[str, PaperFilter, str], ...] = (
     ("ImageNet-C mCE", lambda f: f["condition"] == SUMMARY_CONDITION, "mce"),
     ("ImageNet-C mCE (partial)", lambda f: f["condition"] == SUMMARY_CONDITION, "mce_partial"),
     ("ImageNet-C acc", lambda f: (f["condition"] == SUMMARY_CONDITION) & (f["family"] == "imagenet-c"), "mean_top1"),
-    ("corrupted acc", lambda f: (f["condition"] == SUMMARY_CONDITION) & (f["family"] != "imagenet-c"), "mean_top1"),
+    ("corrupted acc", lambda f: (f["condition"] == SUMMARY_CONDITION) & (f["family"] == "clean"), "mean_top1"),
     ("ImageNet-R top-1", lambda f: f["family"] == "imagenet-r", "top1"),
     ("ImageNet-A top-1", lambda f: f["family"] == "imagenet-a", "top1"),
     ("ImageNet-O AUPR", lambda f: f["family"] == "imagenet-o", "aupr"),
+    ("ImageNet-V2 top-1", lambda f: f["family"] == "imagenet-v2", "top1"),
+    ("ImageNet-Sketch top-1", lambda f: f["family"] == "imagenet-sketch", "top1"),
+    ("Stylized-ImageNet top-1", lambda f: f["family"] == "stylized-imagenet", "top1"),
+    ("ObjectNet top-1", lambda f: f["family"] == "objectnet", "top1"),
+    ("ImageNet-C-bar mean error", lambda f: (f["condition"] == SUMMARY_CONDITION)
+     & (f["family"] == "imagenet-c-bar"), "mean_error"),
+    ("ImageNet-3DCC mean error", lambda f: (f["condition"] == SUMMARY_CONDITION)
+     & (f["family"] == "imagenet-3dcc"), "mean_error"),
 )
 
 
