@@ -189,6 +189,8 @@ def test_shift_suites_end_to_end(tmp_path):
     paper = paper_view(frame).iloc[0]
     assert paper["ObjectNet top-1"] == pytest.approx(100 * objectnet_records["correct1"].mean())
     assert paper["ImageNet-C-bar mean error"] == pytest.approx(summary[("imagenet-c-bar", "mean_error")])
+    v2 = cells[("imagenet-v2", "clean", "top-images", None, None)]
+    assert paper["ImageNet-V2 top-1 [variant=top-images]"] == pytest.approx(100 * v2["correct1"].mean())
     assert "ImageNet-V2 top-1 [variant=matched-frequency]" in paper.index
     assert "ImageNet-Sketch top-1" in paper.index and "Stylized-ImageNet top-1" in paper.index
     assert "ImageNet-3DCC mean error" in paper.index and "clean top-1" not in paper.index  # no shift is "clean"
@@ -208,3 +210,19 @@ def test_ar_all_classes_option(tmp_path):
     assert set(masked["pred"]) <= allowed and "classes" not in masked_spec.params
     assert all_spec.params["classes"] == 1000
     assert not set(every["pred"]) <= allowed  # a random 1000-class head predicts outside the 200 classes
+
+
+def test_path_option_from_the_cli(tmp_path, capsys):
+    from robustbench_rpc.cli.app import main
+
+    _v2_tree(tmp_path / "v2")
+    argv = ["evaluate", "-m", "symvit_digits_patch8_32", "--num-classes", "1000", "--suite", "imagenet-v2", "-q",
+            "--device", "cpu", "--out", str(tmp_path / "r")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--path", "imagenet-v2=" + str(tmp_path / "v2")])
+    assert exit_info.value.code in (0, None)
+    assert len(list(ResultsStore(tmp_path / "r").iter_cells())) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--path", "imagenetv2=" + str(tmp_path / "v2")])
+    assert exit_info.value.code == 2
+    assert "--path names unknown dataset 'imagenetv2'" in capsys.readouterr().err
