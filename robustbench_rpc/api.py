@@ -413,9 +413,11 @@ def evaluate(
     class_list: str | None = None,
     jpeg: bool = False,
     corruption_rng: str = "cpu",
+    ar_all_classes: bool = False,
     **run_options: Any,
 ) -> RunSummary:
-    """Evaluate a model on a suite (clean, imagenet-c, imagenet-a, imagenet-r, imagenet-o, folder, digits, digits-c).
+    """Evaluate a model on a suite (clean, imagenet-c, imagenet-a, imagenet-r, imagenet-o, folder, digits, digits-c,
+    imagenet-v2, imagenet-sketch, stylized-imagenet, objectnet, imagenet-c-bar, imagenet-3dcc).
 
     ``paths`` maps dataset names (imagenet, imagenet-c, imagenet-a, imagenet-r, imagenet-o, folder) to directories
     (``imagenet-c`` may be ``"generated"`` to corrupt the validation images on the fly); ``data_root`` is searched
@@ -444,7 +446,8 @@ def evaluate(
         return build_evaluation_jobs(identity, entries, data_paths, prep, selection, corruptions=corruptions,
                                      severities=severities, allow_missing=allow_missing, labels_file=labels_file,
                                      class_list=class_list, seed=run.seed, jpeg=jpeg, batch_size=run.batch_size,
-                                     rng_label=device_rng_label(corruption_rng, device))
+                                     rng_label=device_rng_label(corruption_rng, device),
+                                     ar_all_classes=ar_all_classes)
 
     return _run(request, out, run, build, "evaluate")
 

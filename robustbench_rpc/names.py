@@ -30,25 +30,52 @@ CORRUPTION_GROUPS: dict[str, tuple[str, ...]] = {
 #: Corruption name -> its group.
 GROUP_OF: dict[str, str] = {name: group for group, names in CORRUPTION_GROUPS.items() for name in names}
 
+#: ImageNet-C-bar's 10 corruptions (Mintun et al. 2021) and ImageNet-3DCC's 12 (Kar et al. 2022).
+C_BAR_CORRUPTIONS: tuple[str, ...] = (
+    "blue_noise_sample", "brownish_noise", "caustic_refraction", "checkerboard_cutout", "cocentric_sine_waves",
+    "inverse_sparkles", "perlin_noise", "plasma_noise", "single_frequency_greyscale", "sparkles",
+)  # fmt: skip
+THREEDCC_CORRUPTIONS: tuple[str, ...] = (
+    "near_focus", "far_focus", "fog_3d", "flash", "color_quant", "low_light",
+    "xy_motion_blur", "z_motion_blur", "iso_noise", "bit_error", "h265_abr", "h265_crf",
+)  # fmt: skip
+#: Corrupted datasets whose summary is the mean error over all their own corruptions (no AlexNet normalization).
+CORRUPTION_SET_NAMES: dict[str, tuple[str, ...]] = {
+    "imagenet-c-bar": C_BAR_CORRUPTIONS,
+    "imagenet-3dcc": THREEDCC_CORRUPTIONS,
+}
+
 #: Condition of the per-model ImageNet-C summary rows of the tidy table.
 SUMMARY_CONDITION = "imagenet-c-summary"
 #: Datasets with a column of their own in the paper view (after :func:`dataset_family` normalisation).
-SHIFT_DATASETS = ("imagenet-c", "imagenet-r", "imagenet-a", "imagenet-o")
+SHIFT_DATASETS = ("imagenet-c", "imagenet-r", "imagenet-a", "imagenet-o", "imagenet-v2", "imagenet-sketch",
+                  "stylized-imagenet", "objectnet", "imagenet-c-bar", "imagenet-3dcc")
 
 
 def dataset_family(name: str) -> str:
-    """Return ``imagenet-c``/``-r``/``-a``/``-o`` for those datasets (any spelling), else ``clean``."""
+    """Return the shift dataset's name (``imagenet-c``, ``-r``, ``-a``, ``-o``, ``-v2``, ``-sketch``,
+    ``stylized-imagenet``, ``objectnet``, ``imagenet-c-bar``, ``imagenet-3dcc``; any spelling), else ``clean``."""
     canonical = str(name).lower().replace("_", "-").replace(" ", "-")
     return canonical if canonical in SHIFT_DATASETS else "clean"
 
 
-def eps_text(eps: float | None, norm: str | None) -> str:
-    """Return an attack budget as people write it: ``4/255`` for L-infinity, the plain number otherwise."""
+#: The spellings of the L-infinity norm (a budget of this norm is written in 255ths).
+LINF_NAMES = ("linf", "l_inf", "inf", "")
+
+
+def eps_text(eps: float | None, norm: str | None = "Linf") -> str:
+    """Return a budget as people write it: ``k/255`` for L-infinity budgets that are a multiple of 1/255 (to two
+    decimals of k: ``4/255``, ``0.5/255``), the exact value (six significant digits) otherwise, e.g. L2's ``0.5``."""
     if eps is None or (isinstance(eps, float) and math.isnan(eps)):
         return ""
-    if str(norm or "").lower() in ("linf", "l_inf", "inf", ""):
-        return f"{float(eps) * 255:.4g}/255"
-    return f"{float(eps):.4g}"
+    value = float(eps)
+    if str(norm or "").lower() in LINF_NAMES:
+        scaled = value * 255
+        nearest = round(scaled, 2)
+        if abs(scaled - nearest) <= 1e-5 * max(1.0, abs(scaled)):
+            return f"{nearest:g}/255"
+    return f"{value:.6g}"
+
 
 #: The attack name of the tidy table's per-sample worst case over the attacks run at one budget.
 WORST_CASE = "worst-case"

@@ -61,7 +61,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert "## Demo: SymViT vs RPC-SymViT on digits" in report
     assert "## Audit" in report and "| autoattack-beats-pgd |" not in report.split("## Audit")[0]
     assert "worst-case of " in report and "worst-case robust top-1 Linf 4/255" in report
-    assert "mCE vs symvit" in report and "28155d55d37f1c45" in report
+    assert "mCE vs symvit" in report and "74f112c1d3b48d5a" in report  # the shipped file with its model config
     assert "(report_plots/attacks_pgd_linf.png)" in report
     assert (out / "report_plots" / "corruptions.png").stat().st_size > 1000
     assert "Attention diagnostics per layer" in printed

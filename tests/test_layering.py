@@ -21,7 +21,8 @@ cli             everything (``cli`` and ``__main__``)
 ==============  ============================================================================================
 
 The package root (``robustbench_rpc/__init__.py``) is exempt as an importer: it only loads
-``models.wrapper.load_model`` lazily, for ``robustbench_rpc.load_model``. A new top-level module or subpackage
+``models.wrapper.load_model`` lazily, for ``robustbench_rpc.load_model``, and imports ``models`` when timm is
+imported (the timm plugin registration). A new top-level module or subpackage
 must be given a layer in :data:`LAYER_OF`.
 """
 

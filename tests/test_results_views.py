@@ -133,8 +133,8 @@ def test_corruptions_severity_and_attacks_views(table: pd.DataFrame) -> None:
     assert severity[B].tolist() == pytest.approx([65.0, 70.0])
 
     attacks = build_view(table, "attacks")
-    assert list(attacks.columns) == ["attack", "norm", "eps", "eps_255", A, B]
-    assert attacks["eps_255"].tolist() == pytest.approx([1.0, 4.0])
+    assert list(attacks.columns) == ["attack", "norm", "eps", A, B]
+    assert attacks["eps"].tolist() == ["1/255", "4/255"]  # budgets as written on the command line
     assert attacks[A].tolist() == pytest.approx([40.0, 10.0])
     assert attacks[B].tolist() == pytest.approx([60.0, 30.0])
 
@@ -208,13 +208,13 @@ def test_text_exports(table: pd.DataFrame) -> None:
     view = build_view(table, "attacks")
     md = export(view, "md")
     lines = md.splitlines()
-    assert lines[0] == f"| attack | norm | eps | eps_255 | {A} | {B} |"
-    assert lines[1].startswith("| :--- | :--- | ---: |")
-    assert "| pgd | Linf | 0.003922 | 1.00 | 40.00 | 60.00 |" in lines
+    assert lines[0] == f"| attack | norm | eps | {A} | {B} |"
+    assert lines[1].startswith("| :--- | :--- | :--- | ---: |")
+    assert "| pgd | Linf | 1/255 | 40.00 | 60.00 |" in lines
     latex = export(view, "latex")
     assert "\\toprule" in latex and "\\midrule" in latex and "\\bottomrule" in latex
-    assert "\\begin{tabular}{llrrrr}" in latex
-    assert "rpc\\_symvit\\_tiny" in latex and "eps\\_255" in latex
+    assert "\\begin{tabular}{lllrr}" in latex
+    assert "rpc\\_symvit\\_tiny" in latex and "& 1/255 &" in latex
     assert latex_escape("50% a_b & c") == "50\\% a\\_b \\& c"
     rendered = export(view, "table")
     assert "pgd" in rendered and "40.00" in rendered and A in rendered
@@ -230,3 +230,24 @@ def test_export_errors(table: pd.DataFrame, tmp_path: Path) -> None:
         export(view, "csv", tmp_path / "missing" / "x.csv")
     with pytest.raises(UserError, match="is a directory"):
         export(view, "csv", tmp_path)
+
+
+def test_budget_text_is_k_over_255_or_the_exact_value() -> None:
+    import numpy as np
+
+    from robustbench_rpc.names import eps_text
+
+    assert eps_text(4 / 255, "Linf") == "4/255"
+    assert eps_text(float(np.float32(8 / 255)), "Linf") == "8/255"  # a float32 measured norm
+    assert eps_text(0.5 / 255, "Linf") == "0.5/255"
+    assert eps_text(0.001, "Linf") == "0.001"  # not a multiple of 1/255: the exact value
+    assert eps_text(0.5, "L2") == "0.5" and eps_text(2 / 255, "L2") == "0.00784314"  # L2: the value itself
+    assert eps_text(float("nan"), "Linf") == "" and eps_text(None, "L2") == ""
+
+
+def test_summary_table_prints_measured_norms_as_budgets() -> None:
+    from robustbench_rpc.cli.evaluate import _value_text
+
+    assert _value_text("linf_max", 4 / 255) == "4/255"  # was 0.02 (two decimals)
+    assert _value_text("l2_max", 0.25) == "0.25"
+    assert _value_text("robust_top1", 12.345) == "12.35"

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from robustbench_rpc.errors import UserError, did_you_mean
+from robustbench_rpc.names import eps_text
 from robustbench_rpc.results.schema import CellSpec
 
 #: Attacks that follow the target's own gradients (AutoAttack is left out: it contains Square).
@@ -136,7 +137,7 @@ class Cell:
         defaults = definition.defaults if definition is not None else {}
         special = {k: v for k, v in sorted(self.options.items()) if k in defaults and defaults[k] != v}
         options = "[" + ",".join(f"{k}={v}" for k, v in special.items()) + "]" if special else ""
-        return f"{self.name}{options} eps {self.eps * 255:.4g}/255"
+        return f"{self.name}{options} eps {eps_text(self.eps, self.spec.params.get('norm', 'Linf'))}"
 
 
 @dataclass

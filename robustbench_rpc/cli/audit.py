@@ -22,6 +22,7 @@ from robustbench_rpc.cli.evaluate import (
     Subset,
     _model_request,
 )
+from robustbench_rpc.names import eps_text
 
 AUDIT_PANEL = "Audit"
 
@@ -85,7 +86,7 @@ def audit_command(
                     dataset=dataset, data=data, limit=limit, subset=subset, labels_file=labels, class_list=classes,
                     surrogate=surrogate, batch_size=batch_size, device=device, seed=seed, force=force,
                     progress=not quiet)
-    print_verdicts(summary, f"{model}: audit")
+    print_verdicts(summary, f"{model}: audit", norm)
     if fail_on_flag and any(r.status == "flag" for r in summary.results):
         raise typer.Exit(1)
 
@@ -115,7 +116,7 @@ def _number(value: Any) -> str:
     return "" if value is None or value != value else f"{value:.2f}"
 
 
-def print_verdicts(summary: Any, title: str) -> None:
+def print_verdicts(summary: Any, title: str, norm: str = "Linf") -> None:
     """Print the verdict table, then per budget the lowest robust accuracy found and the attack that found it."""
     from rich.console import Console
     from rich.markup import escape
@@ -129,7 +130,7 @@ def print_verdicts(summary: Any, title: str) -> None:
         table.add_column(column, overflow="fold", justify="right" if column in ("value", "threshold") else "left")
     style = {"flag": "bold red", "pass": "green", "skip": "dim"}
     for r in summary.results:
-        eps = "" if r.eps is None else f"{r.eps * 255:.4g}/255"
+        eps = eps_text(r.eps, norm)
         table.add_row(r.check, eps, f"[{style[r.status]}]{r.status}[/]", _number(r.value), f"{r.threshold:g}",
                       escape(r.detail))
     console.print(table)
@@ -138,6 +139,6 @@ def print_verdicts(summary: Any, title: str) -> None:
                   f"{sum(r.status == 'skip' for r in summary.results)} skipped; "
                   f"{summary.cells_run} cell(s) computed, {summary.cells_reused} reused, results in {summary.out}")
     for row in summary.lowest:
-        console.print(escape(f"eps {row['eps'] * 255:.4g}/255: lowest robust accuracy {row['robust_top1']:.2f}% "
+        console.print(escape(f"eps {eps_text(row['eps'], norm)}: lowest robust accuracy {row['robust_top1']:.2f}% "
                              f"({row['attack']}, {row['n']} samples); worst case over {row['attacks']} attack "
                              f"cell(s): {row['worst_case']:.2f}% on {row['worst_case_n']} common samples"))

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from robustbench_rpc.cli import options as opt
+from robustbench_rpc.names import eps_text
 
 DATA_PANEL = "Data"
 RUN_PANEL = "Run"
@@ -67,6 +68,63 @@ def _model_request(model: str, checkpoint: Path | None, trust: bool, ema: bool, 
     }
 
 
+#: ``--data``: the one dataset's folder, the same option for ``evaluate`` and ``attack``.
+DataPath = Annotated[str | None, typer.Option("--data", help="The folder of the one dataset asked for "
+                                              "(imagenet, folder, imagenet-a...); several: use --imagenet etc.",
+                                              rich_help_panel=DATA_PANEL)]
+
+
+def _data_dataset(suite: str) -> str:
+    """Return the dataset whose folder ``--data`` gives: the suite must need exactly one folder."""
+    from robustbench_rpc.engine.plan import DATASET_OF_SUITE, parse_suite
+    from robustbench_rpc.errors import UserError
+
+    needed = list(dict.fromkeys(DATASET_OF_SUITE[s] for s in parse_suite(suite) if DATASET_OF_SUITE[s] != "digits"))
+    if len(needed) != 1 or "imagenet-o" in needed:
+        raise UserError(f"--data gives the folder of one dataset, but --suite {suite} needs "
+                        f"{', '.join(needed) if needed else 'none'}; pass --imagenet, --imagenet-c, ... instead.")
+    return needed[0]
+
+
+def _path_pairs(items: list[str]) -> dict[str, str]:
+    """Parse ``--path DATASET=DIR`` options."""
+    from robustbench_rpc.engine.plan import DATASET_OF_SUITE
+    from robustbench_rpc.errors import UserError, did_you_mean
+
+    known = sorted(set(DATASET_OF_SUITE.values()) - {"digits"})
+    out = {}
+    for item in items:
+        name, sep, where = item.partition("=")
+        name = name.strip().lower()
+        if not sep or not where:
+            raise UserError(f"--path {item!r} is not DATASET=DIR; e.g. --path imagenet-v2=/data/imagenetv2.")
+        if name not in known:
+            raise UserError(f"--path names unknown dataset {name!r}; expected one of {', '.join(known)}"
+                            f"{did_you_mean(name, known)}.")
+        out[name] = where
+    return out
+
+
+def _attack_data(dataset: str, data: str | None, imagenet: str | None, folder: str | None,
+                 data_root: Path | None) -> str | None:
+    """Return the attack's image folder from ``--data``, ``--imagenet`` / ``--folder`` or ``--data-root``."""
+    from robustbench_rpc.errors import UserError
+
+    given = {"--data": data, "--imagenet": imagenet, "--folder": folder}
+    chosen = {k: v for k, v in given.items() if v}
+    if len(chosen) > 1:
+        raise UserError(f"Give the attack's images once; got {' and '.join(chosen)}.")
+    if imagenet and dataset != "imagenet" or folder and dataset != "folder":
+        raise UserError(f"{next(iter(chosen))} does not go with --dataset {dataset}.")
+    if chosen:
+        return next(iter(chosen.values()))
+    if data_root is not None and dataset == "imagenet":
+        from robustbench_rpc.engine.plan import DataPaths
+
+        return DataPaths(data_root).resolve("imagenet")
+    return None
+
+
 def _missing(value: Any) -> bool:
     return value is None or value != value  # None or NaN
 
@@ -78,6 +136,13 @@ def _print_notes(summary: Any) -> None:
     resumed = getattr(summary, "resumed_batches", 0)
     if resumed:
         typer.echo(f"Resumed {resumed} finished batch(es) from the journal of an interrupted run.", err=True)
+
+
+def _value_text(metric: str, value: float) -> str:
+    """A metric's text in the summary table: perturbation norms as budgets (``4/255``), the rest two decimals."""
+    if metric in ("linf_max", "l2_max"):
+        return eps_text(value, "Linf" if metric == "linf_max" else "L2")
+    return f"{value:.2f}"
 
 
 def _print_summary(summary: Any, title: str) -> None:
@@ -100,7 +165,8 @@ def _print_summary(summary: Any, title: str) -> None:
             rows.append((
                 row.dataset, row.condition, "" if _missing(row.name) else str(row.name),
                 "" if _missing(row.severity) else str(int(row.severity)), "" if _missing(row.norm) else str(row.norm),
-                "" if _missing(row.eps) else f"{row.eps * 255:.3g}/255", row.metric, f"{row.value:.2f}", str(row.n),
+                "" if _missing(row.eps) else eps_text(row.eps, row.norm), row.metric,
+                _value_text(row.metric, row.value), str(row.n),
             ))
     used = [i for i, _ in enumerate(columns) if any(r[i] for r in rows)] or list(range(len(columns)))
     table = Table(title=title)
@@ -115,9 +181,10 @@ def _print_summary(summary: Any, title: str) -> None:
 
 def evaluate_command(
     model: opt.ModelName,
-    suite: Annotated[str, typer.Option("--suite", "-s", help="Comma list: clean, imagenet-c, imagenet-a, "
-                                       "imagenet-r, imagenet-o, folder, digits, digits-c.",
-                                       rich_help_panel=DATA_PANEL)] = "clean",
+    suite: Annotated[str, typer.Option("--suite", "--dataset", "-s", help="Comma list: clean (= imagenet), "
+                                       "imagenet-c, imagenet-a, imagenet-r, imagenet-o, folder, digits, digits-c, "
+                                       "imagenet-v2, imagenet-sketch, stylized-imagenet, objectnet, imagenet-c-bar, "
+                                       "imagenet-3dcc.", rich_help_panel=DATA_PANEL)] = "clean",
     out: Out = Path("results"),
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder holding imagenet/val, "
                          "imagenet-c, imagenet-a, imagenet-r, imagenet-o.", rich_help_panel=DATA_PANEL)] = None,
@@ -134,6 +201,13 @@ def evaluate_command(
                                                       rich_help_panel=DATA_PANEL)] = None,
     folder: Annotated[str | None, typer.Option("--folder", help="An ImageFolder of wnid classes "
                                                   "(--suite folder).", rich_help_panel=DATA_PANEL)] = None,
+    data: DataPath = None,
+    path: Annotated[list[str] | None, typer.Option("--path", help="DATASET=DIR (repeatable) for imagenet-v2, "
+                    "imagenet-sketch, stylized-imagenet, objectnet, imagenet-c-bar, imagenet-3dcc (and the others).",
+                    rich_help_panel=DATA_PANEL)] = None,
+    ar_all_classes: Annotated[bool, typer.Option("--ar-all-classes", help="Score ImageNet-A/R by the argmax over "
+                              "all 1000 classes instead of their 200-class mask (the official default).",
+                              rich_help_panel=DATA_PANEL)] = False,
     corruptions: Annotated[str | None, typer.Option("--corruptions", help="all, standard (default), extra or "
                            "names like fog,snow.", rich_help_panel=DATA_PANEL)] = None,
     severities: Annotated[str | None, typer.Option("--severities", help="e.g. 1-5 (default) or 1,3,5.",
@@ -185,15 +259,18 @@ def evaluate_command(
     request = _model_request(model, checkpoint, trust_checkpoint, ema, num_classes, model_arg,
                              (rpc_iters, rpc_lambda, rpc_layers, rpc_threshold),
                              (mean, std, input_size, crop_pct, interpolation))
+    paths = {"imagenet": imagenet, "imagenet-c": imagenet_c, "imagenet-a": imagenet_a, "imagenet-r": imagenet_r,
+             "imagenet-o": imagenet_o, "folder": folder}
+    paths.update(_path_pairs(path or []))
+    if data is not None:
+        paths[_data_dataset(suite)] = data
     summary = evaluate(
-        **request, out=out, suite=suite, data_root=data_root,
-        paths={"imagenet": imagenet, "imagenet-c": imagenet_c, "imagenet-a": imagenet_a, "imagenet-r": imagenet_r,
-               "imagenet-o": imagenet_o, "folder": folder},
+        **request, out=out, suite=suite, data_root=data_root, paths=paths,
         limit=limit, subset=subset, corruptions=corruptions, severities=severities, allow_missing=allow_missing,
         labels_file=labels, class_list=classes, jpeg=jpeg, corruption_rng=corruption_rng, batch_size=batch_size,
         workers=workers, device=device, precision=amp, channels_last=channels_last, compile=compile_model,
         decode=decode, seed=seed, force=force, allow_mixed=allow_mixed, progress=not quiet, prefetch_factor=prefetch,
-        shard=shard, shard_by=shard_by,
+        shard=shard, shard_by=shard_by, ar_all_classes=ar_all_classes,
     )
     _print_summary(summary, f"{model}: evaluation")
 
@@ -212,10 +289,15 @@ def attack_command(
     compat: Annotated[str | None, typer.Option("--compat", help="Reproduce the official code's threat model: "
                       "'normalized' (normalized space, no clamping, against clean predictions). Not the default.")
                       ] = None,
-    dataset: Annotated[str, typer.Option("--dataset", help="imagenet, folder or digits (embedded).",
-                                         rich_help_panel=DATA_PANEL)] = "imagenet",
-    data: Annotated[str | None, typer.Option("--data", help="Image folder for imagenet / folder.",
-                                                rich_help_panel=DATA_PANEL)] = None,
+    dataset: Annotated[str, typer.Option("--dataset", "--suite", "-s", help="imagenet (= clean), folder or "
+                                         "digits (embedded).", rich_help_panel=DATA_PANEL)] = "imagenet",
+    data: DataPath = None,
+    data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder holding imagenet/val.",
+                                                   rich_help_panel=DATA_PANEL)] = None,
+    imagenet: Annotated[str | None, typer.Option("--imagenet", help="ImageNet validation folder.",
+                                                    rich_help_panel=DATA_PANEL)] = None,
+    folder: Annotated[str | None, typer.Option("--folder", help="An ImageFolder of wnid classes "
+                                                  "(--dataset folder).", rich_help_panel=DATA_PANEL)] = None,
     save_adv: Annotated[Path | None, typer.Option("--save-adv", help="Keep adversarial examples here "
                         "(tensors, and PNGs of a few samples).")] = None,
     surrogate: Annotated[str | None, typer.Option("--surrogate", help="The transfer attack's surrogate: "
@@ -262,6 +344,8 @@ def attack_command(
     request = _model_request(model, checkpoint, trust_checkpoint, ema, num_classes, model_arg,
                              (rpc_iters, rpc_lambda, rpc_layers, rpc_threshold),
                              (mean, std, input_size, crop_pct, interpolation))
+    dataset = "imagenet" if dataset.strip().lower() == "clean" else dataset
+    data = _attack_data(dataset, data, imagenet, folder, data_root)
     summary = run_attacks(
         **request, out=out, attacks=attack or "", eps=eps, norm=norm, protocol=protocol,
         attack_options=parse_options(attack_option or []), compat=compat or False, dataset=dataset, data=data,

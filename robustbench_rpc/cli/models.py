@@ -85,7 +85,8 @@ def describe_model(model: Any) -> dict[str, Any]:
 
 @app.command("info")
 def info_command(
-    name: Annotated[str, typer.Argument(help="Model name (see `models list`) or package.module:factory.")],
+    name: Annotated[str, typer.Argument(help="Model name (see `models list`), package.module:factory, or a "
+                                              "checkpoint file (prints what it says about itself).")],
     checkpoint: opt.CheckpointPath = None,
     trust_checkpoint: opt.TrustCheckpoint = False,
     ema: opt.UseEma = False,
@@ -97,11 +98,18 @@ def info_command(
     rpc_threshold: opt.RpcThreshold = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Describe a model: architecture, RPC settings, parameters, checkpoint SHA-256 and key compatibility."""
+    """Describe a model (architecture, RPC settings, parameters, checkpoint SHA-256, key compatibility) or a
+    checkpoint file (its layout, the family and config its weights show, its recorded recipe, the name to use)."""
+    from pathlib import Path
+
     from rich.console import Console
     from rich.table import Table
 
     from robustbench_rpc.models.wrapper import load_model
+
+    if checkpoint is None and ":" not in name and Path(name).expanduser().is_file():
+        _print_checkpoint(name, trust_checkpoint, as_json)
+        return
 
     kwargs = opt.model_kwargs(model_arg, rpc_iters, rpc_lambda, rpc_layers, rpc_threshold)
     model = load_model(
@@ -113,6 +121,8 @@ def info_command(
         **kwargs,
     )
     info = describe_model(model)
+    if model.info.recipe:
+        info["recipe"] = model.info.recipe
     if checkpoint:
         info["key_compatibility"] = "all keys and shapes match (strict load)"
     if as_json:
@@ -132,4 +142,38 @@ def info_command(
         table.add_row(f"preprocessing.{key}", str(value))
     if info["options"]:
         table.add_row("options", json.dumps(info["options"]))
+    Console().print(table)
+
+
+def _print_checkpoint(path: str, trust: bool, as_json: bool) -> None:
+    """Print :func:`robustbench_rpc.models.recipe.describe_checkpoint` as JSON or a table."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from robustbench_rpc.models.recipe import describe_checkpoint
+
+    info = describe_checkpoint(path, trust)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, default=str))
+        return
+    table = Table(title=escape(f"Checkpoint {path}"), show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key in ("checkpoint_sha256", "checkpoint_layout", "ema_weights", "tensors", "weights_family"):
+        table.add_row(key, escape(str(info[key])))
+    for key, value in info["weights_config"].items():
+        table.add_row(f"weights.{key}", escape(str(value)))
+    recipe = info["recipe"]
+    if recipe is None:
+        table.add_row("recipe", "none recorded (heads follow the model name)")
+    else:
+        table.add_row("recipe.name", escape(f"{recipe['name']} ({recipe['source']})"))
+        if recipe["num_heads"] is not None:
+            table.add_row("recipe.num_heads", escape(f"{recipe['num_heads']} ({recipe['heads_source']})"))
+        if recipe["rpc"]:
+            table.add_row("recipe.rpc", escape(json.dumps(recipe["rpc"])))
+    for key, value in info["training_metadata"].items():
+        table.add_row(key, escape(str(value)))
+    table.add_row("load as", escape(str(info["load_as"] or "unknown family")))
     Console().print(table)

@@ -97,10 +97,16 @@ def mask_logits(logits: Tensor, indices: Tensor | None) -> Tensor:
     """Return ``logits`` [B, 1000] with every class outside ``indices`` set to -inf.
 
     argmax / top-k / softmax of the result are then taken over the masked classes only, and predictions stay
-    in the 1000-class index space: softmax over the result equals softmax over ``logits[:, indices]``.
+    in the 1000-class index space: softmax over the result equals softmax over ``logits[:, indices]``. A ``[2, K]``
+    ``indices`` merges classes: each group's maximum logit sits at its representative index (row 1), the rest -inf.
     """
     if indices is None:
         return logits
+    if indices.ndim == 2:  # merged classes (ObjectNet): row 0 members, row 1 their group's representative
+        members, groups = indices.to(logits.device)
+        merged = torch.full_like(logits, float("-inf"))
+        src = logits.index_select(-1, members)
+        return merged.scatter_reduce(-1, groups.expand(*logits.shape[:-1], -1), src, "amax", include_self=True)
     keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
     keep[indices.to(logits.device)] = True
     return logits.masked_fill(~keep, float("-inf"))

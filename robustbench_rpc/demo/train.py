@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_rpc.data.digits import DigitsSplit, load_digits_split
-
-ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "checkpoints"
+from robustbench_rpc.models.shipped import ASSET_DIR
 
 #: The two shipped models: name -> (registered architecture, file name).
 SHIPPED = {
@@ -85,7 +84,7 @@ def train_digits_model(
     torch.set_num_threads(config.threads)
     try:
         arch = SHIPPED[kind][0]
-        model = load_model(arch)
+        model = load_model(arch, shipped_weights=False)  # from scratch, not from the shipped weights
         train, test = load_digits_split("train"), load_digits_split("test")
         gen = torch.Generator().manual_seed(config.seed)
         decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n]
@@ -139,8 +138,23 @@ def train_digits_model(
         torch.set_num_threads(previous_threads)
 
 
+def model_config_metadata(model: torch.nn.Module, name: str) -> dict[str, str]:
+    """Return the model-config metadata of a (wrapped) SymViT: its name, heads and RPC options."""
+    from robustbench_rpc.models.recipe import model_metadata
+
+    inner = getattr(model, "model", model)
+    rpc = getattr(inner, "rpc", None)
+    options = None
+    if rpc is not None:
+        layers = rpc.layers if isinstance(rpc.layers, str) else list(rpc.layers)
+        options = {"rpc_iters": rpc.iters, "rpc_lambda": rpc.lam, "rpc_layers": layers, "rpc_threshold": rpc.threshold}
+    return model_metadata(name, inner.blocks[0].attn.num_heads, options, embed_dim=inner.embed_dim,
+                          depth=len(inner.blocks))
+
+
 def save_demo_checkpoint(model: torch.nn.Module, path: Path, summary: dict[str, Any]) -> None:
-    """Write the inner model's weights as ``.safetensors`` with the training summary as metadata."""
+    """Write the inner model's weights as ``.safetensors`` with the training summary and the model config
+    (name, heads, RPC options: :data:`robustbench_rpc.models.recipe.METADATA_KEY`) as metadata."""
     import json
 
     from safetensors.torch import save_file
@@ -148,5 +162,6 @@ def save_demo_checkpoint(model: torch.nn.Module, path: Path, summary: dict[str, 
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.model.state_dict().items()}
     tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={"summary": json.dumps(summary)})
+    metadata = {"summary": json.dumps(summary), **model_config_metadata(model, summary["model"])}
+    save_file(state, str(tmp), metadata=metadata)
     tmp.replace(path)

@@ -11,15 +11,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustbench_rpc.engine.runner import ClassifyJob, GeneratedCorruptionJob, Job
+from robustbench_rpc.engine.shift_plan import SHIFT_DATA_ROOT_CANDIDATES, SHIFT_SUITES, shift_jobs
 from robustbench_rpc.engine.sources import FileSource, TensorSource
 from robustbench_rpc.errors import UserError, did_you_mean
 from robustbench_rpc.results.schema import CellSpec
 
 #: Suite entries and the dataset each one needs.
-SUITES = ("clean", "imagenet-c", "imagenet-a", "imagenet-r", "imagenet-o", "folder", "digits", "digits-c")
+SUITES = ("clean", "imagenet-c", "imagenet-a", "imagenet-r", "imagenet-o", "folder", "digits", "digits-c",
+          *SHIFT_SUITES)
 DATASET_OF_SUITE = {
     "clean": "imagenet", "imagenet-c": "imagenet-c", "imagenet-a": "imagenet-a", "imagenet-r": "imagenet-r",
     "imagenet-o": "imagenet-o", "folder": "folder", "digits": "digits", "digits-c": "digits",
+    **{name: name for name in SHIFT_SUITES},
 }
 #: Where ``--data-root`` looks for each dataset (first match wins).
 DATA_ROOT_CANDIDATES = {
@@ -28,6 +31,7 @@ DATA_ROOT_CANDIDATES = {
     "imagenet-a": ("imagenet-a", "ImageNet-A", "imagenet_a"),
     "imagenet-r": ("imagenet-r", "ImageNet-R", "imagenet_r"),
     "imagenet-o": ("imagenet-o", "ImageNet-O", "imagenet_o"),
+    **SHIFT_DATA_ROOT_CANDIDATES,
 }
 #: Where generated corruptions draw their random numbers (``--corruption-rng``).
 CORRUPTION_RNGS = ("cpu", "device")
@@ -81,8 +85,13 @@ class DataPaths:
                     return str(root / candidate)
             looked = ", ".join(str(root / c) for c in DATA_ROOT_CANDIDATES.get(dataset, ()))
             raise UserError(f"No {dataset} data under --data-root {root} (looked for {looked}); "
-                            f"pass --{dataset} PATH.")
-        raise UserError(f"The {dataset} data is needed; pass --{dataset} PATH or --data-root DIR.")
+                            f"pass {_path_option(dataset)}.")
+        raise UserError(f"The {dataset} data is needed; pass {_path_option(dataset)} or --data-root DIR.")
+
+
+def _path_option(dataset: str) -> str:
+    """The option that gives a dataset's folder (the shift suites share ``--path NAME=DIR``)."""
+    return f"--path {dataset}=DIR" if dataset in SHIFT_SUITES else f"--{dataset} PATH"
 
 
 @dataclass
@@ -140,12 +149,14 @@ def build_evaluation_jobs(
     jpeg: bool = False,
     batch_size: int | None = None,
     rng_label: str | None = None,
+    ar_all_classes: bool = False,
 ) -> list[Job]:
     """Return the jobs for an evaluation suite; ``spec_base`` holds model, checkpoint_sha256, model_options.
 
     Generated corruptions draw from a CPU generator (``rng_label`` None: the same images on every machine) or, with
     a label such as ``"cuda:NVIDIA H200"``, from a generator on the run's GPU (faster there, other images); the
-    label is part of the cells.
+    label is part of the cells. ``ar_all_classes`` scores ImageNet-A/R by the argmax over all 1000 classes
+    instead of the official 200-class mask (recorded as ``classes=1000`` in their cells).
     """
     from robustbench_rpc.data import build_dataset
 
@@ -166,7 +177,13 @@ def build_evaluation_jobs(
             jobs.append(ClassifyJob(spec("imagenet", "clean", {}), FileSource(ds)))
         elif entry in ("imagenet-a", "imagenet-r"):
             ds = build_dataset(entry, paths.resolve(entry), preprocessing, limit=selection.limit)
-            jobs.append(ClassifyJob(spec(entry, "clean", {}), FileSource(ds)))
+            if ar_all_classes:
+                ds.class_indices = None
+            jobs.append(ClassifyJob(spec(entry, "clean", {"classes": 1000} if ar_all_classes else {}),
+                                    FileSource(ds)))
+        elif entry in SHIFT_SUITES:
+            jobs.extend(shift_jobs(entry, spec, paths.resolve(entry), preprocessing, selection.limit, corruptions,
+                                   severities, allow_missing))
         elif entry == "imagenet-o":
             ds = build_dataset("imagenet-o", paths.resolve("imagenet-o"), preprocessing,
                                imagenet_root=paths.resolve("imagenet"), labels_file=labels_file,

@@ -106,14 +106,16 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> Checkpoint:
         raise UserError(f"Checkpoint path {path} is a directory; expected a .pth, .pth.tar, .pt or .safetensors file.")
     digest = sha256_of(path)
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
         try:
             tensors = load_file(str(path), device="cpu")
+            with safe_open(str(path), "pt") as handle:
+                metadata = dict(handle.metadata() or {})
         except (SafetensorError, OSError, ValueError) as exc:
             raise UserError(f"{path} is not a readable safetensors file ({exc}).") from None
-        return Checkpoint(path, digest, strip_prefixes(tensors), layout="safetensors")
+        return Checkpoint(path, digest, strip_prefixes(tensors), layout="safetensors", meta=metadata)
     try:
         obj = _torch_load(path, trust)
     except pickle.UnpicklingError as exc:

@@ -79,6 +79,7 @@ class ModelInfo:
     use_ema: bool = False
     num_params: int = 0
     rpc: str = "off"
+    recipe: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable description (for provenance)."""
@@ -159,6 +160,7 @@ def load_model(
     num_classes: int | None = None,
     preprocessing: dict[str, Any] | None = None,
     device: str | torch.device | None = None,
+    shipped_weights: bool = True,
     **model_kwargs: Any,
 ) -> NormalizedModel:
     """Build model ``name`` (ours, any timm name, or ``package.module:factory``), load ``checkpoint``, and wrap it.
@@ -166,15 +168,26 @@ def load_model(
     The returned model takes pixels in [0, 1]; its ``preprocessing`` (input size, crop_pct, interpolation, mean,
     std) comes from the model's timm config, overridden by ``preprocessing``. ``model_kwargs`` go to the builder
     (for our models e.g. ``rpc_iters``, ``rpc_lambda``, ``rpc_layers``, ``rpc_threshold``, ``embed_dim``...).
-    Width, depth, heads, class count and image size are read from the checkpoint where it has them.
+    Width, depth, heads, class count and image size are read from the checkpoint where it has them; where the
+    weights cannot tell (a SymViT's heads) the checkpoint's recorded recipe decides (:mod:`.recipe`), and a
+    disagreement with ``name`` warns (:class:`~robustbench_rpc.models.recipe.CheckpointRecipeWarning`) or refuses.
+    A model the package ships weights for (the digits models) loads them when no checkpoint is given and no option
+    changes its architecture (``num_classes``, widths...; RPC options do not), unless ``shipped_weights=False``
+    (random initialisation, as for training).
     """
     import timm
 
     from robustbench_rpc.models import checkpoint as ckpt_mod
+    from robustbench_rpc.models.recipe import RPC_OPTIONS, CheckpointRecipeWarning, read_recipe, reconcile
     from robustbench_rpc.models.registry import CATALOGUE, FAMILIES, ensure_registered
+    from robustbench_rpc.models.shipped import shipped_checkpoint
 
     ensure_registered()
+    same_architecture = num_classes is None and not set(model_kwargs) - set(RPC_OPTIONS)
+    if checkpoint is None and shipped_weights and same_architecture and shipped_checkpoint(name) is not None:
+        checkpoint = str(shipped_checkpoint(name))
     ckpt = ckpt_mod.read_checkpoint(checkpoint, trust=trust_checkpoint) if checkpoint else None
+    recipe = read_recipe(ckpt.meta) if ckpt else None
     state_dict = ckpt.weights(use_ema) if ckpt else None
     entry = CATALOGUE.get(name)
     kwargs = dict(model_kwargs)
@@ -207,7 +220,12 @@ def load_model(
                     f"Checkpoint {checkpoint} has a {ckpt_classes}-class head but {num_classes} classes were "
                     "asked for (--num-classes); drop the option to follow the checkpoint."
                 )
-            kwargs = {**inferred, **kwargs}
+            added, warning = reconcile(recipe, name, family, inferred, kwargs, str(checkpoint))
+            if warning is not None:
+                import warnings
+
+                warnings.warn(warning, CheckpointRecipeWarning, stacklevel=2)
+            kwargs = {**inferred, **added, **kwargs}
         try:
             model = timm.create_model(name, **kwargs)
         except TypeError as exc:
@@ -251,6 +269,7 @@ def load_model(
         use_ema=use_ema,
         num_params=sum(p.numel() for p in model.parameters()),
         rpc=rpc,
+        recipe=recipe.as_dict() if recipe else None,
     )
     wrapped = NormalizedModel(model, prep["mean"], prep["std"], preprocessing=prep, info=info)
     wrapped.eval()

@@ -87,10 +87,18 @@ PAPER_COLUMNS: tuple[tuple[str, PaperFilter, str], ...] = (
     ("ImageNet-C mCE", lambda f: f["condition"] == SUMMARY_CONDITION, "mce"),
     ("ImageNet-C mCE (partial)", lambda f: f["condition"] == SUMMARY_CONDITION, "mce_partial"),
     ("ImageNet-C acc", lambda f: (f["condition"] == SUMMARY_CONDITION) & (f["family"] == "imagenet-c"), "mean_top1"),
-    ("corrupted acc", lambda f: (f["condition"] == SUMMARY_CONDITION) & (f["family"] != "imagenet-c"), "mean_top1"),
+    ("corrupted acc", lambda f: (f["condition"] == SUMMARY_CONDITION) & (f["family"] == "clean"), "mean_top1"),
     ("ImageNet-R top-1", lambda f: f["family"] == "imagenet-r", "top1"),
     ("ImageNet-A top-1", lambda f: f["family"] == "imagenet-a", "top1"),
     ("ImageNet-O AUPR", lambda f: f["family"] == "imagenet-o", "aupr"),
+    ("ImageNet-V2 top-1", lambda f: f["family"] == "imagenet-v2", "top1"),
+    ("ImageNet-Sketch top-1", lambda f: f["family"] == "imagenet-sketch", "top1"),
+    ("Stylized-ImageNet top-1", lambda f: f["family"] == "stylized-imagenet", "top1"),
+    ("ObjectNet top-1", lambda f: f["family"] == "objectnet", "top1"),
+    ("ImageNet-C-bar mean error", lambda f: (f["condition"] == SUMMARY_CONDITION)
+     & (f["family"] == "imagenet-c-bar"), "mean_error"),
+    ("ImageNet-3DCC mean error", lambda f: (f["condition"] == SUMMARY_CONDITION)
+     & (f["family"] == "imagenet-3dcc"), "mean_error"),
 )
 
 
@@ -187,6 +195,9 @@ def severity_view(frame: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
 def attacks_view(frame: pd.DataFrame, metric: str = "robust_top1") -> pd.DataFrame:
     """Attack x norm x eps rows, one column per model: ``metric`` (default robust top-1 %).
 
+    ``eps`` is the budget as written on the command line (``4/255``; L2 and other budgets their exact value); the
+    tidy view keeps the float.
+
     ``worst-case of ...`` rows (several attacks at one budget) count a sample robust only if every attack listed
     failed on it: the robust accuracy to quote.
     """
@@ -196,16 +207,16 @@ def attacks_view(frame: pd.DataFrame, metric: str = "robust_top1") -> pd.DataFra
     rows = rows.assign(
         attack=_attack_text(rows),
         norm=rows["norm"].fillna("").astype(str),
-        eps=rows["eps"].fillna(0.0),
-        eps_255=(rows["eps"].fillna(0.0) * 255).round(4),
+        _eps=rows["eps"].fillna(0.0).astype(float),
     )
-    index = ["attack", "norm", "eps", "eps_255"]
-    qualifier = _qualifier_text(rows, index)
+    rows = rows.assign(eps=[eps_text(e, n) for e, n in zip(rows["_eps"], rows["norm"], strict=True)])
+    index = ["attack", "norm", "_eps", "eps"]
+    qualifier = _qualifier_text(rows, ["attack", "norm", "_eps"])
     if (qualifier != "").any():
         rows = rows.assign(variant=qualifier)
         index.append("variant")
     wide = _pivot_models(rows, index, models)
-    return wide.sort_values(index, kind="stable").reset_index(drop=True)
+    return wide.sort_values(index, kind="stable").drop(columns="_eps").reset_index(drop=True)
 
 
 def tidy_view(frame: pd.DataFrame) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robustbench_rpc.errors import UserError
-from robustbench_rpc.names import SUMMARY_CONDITION, dataset_family
+from robustbench_rpc.names import CORRUPTION_SET_NAMES, SUMMARY_CONDITION, dataset_family
 from robustbench_rpc.results.schema import CellSpec
 from robustbench_rpc.results.store import ResultsStore, model_identity
 
@@ -305,23 +305,26 @@ def corruption_summary(frame: pd.DataFrame) -> pd.DataFrame:
             "results_dir": first["results_dir"],
         }
         alexnet = dataset_family(dataset) == "imagenet-c"  # AlexNet's errors normalize ImageNet-C only
-        out.extend({**base, **row} for row in _summary_metrics(group, _clean_error(frame, label), alexnet))
+        names = CORRUPTION_SET_NAMES.get(dataset_family(dataset))  # C-bar, 3DCC: the mean over their own
+        out.extend({**base, **row} for row in _summary_metrics(group, _clean_error(frame, label), alexnet, names))
     return pd.DataFrame(out, columns=frame.columns)
 
 
-def _summary_metrics(errors: pd.DataFrame, clean_error: float | None, alexnet: bool = True) -> list[dict[str, Any]]:
+def _summary_metrics(errors: pd.DataFrame, clean_error: float | None, alexnet: bool = True,
+                     names: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """Return summary metric rows of one model's corruption ``error`` rows (values in %).
 
     ``mean_top1``/``mean_error`` average the cells of the 15 standard corruptions (as published numbers do),
     ``mean_top1_all`` every corruption cell. ``mce``/``relative_mce`` need the full standard grid (15 corruptions x
     severities 1-5); on a partial grid they are reported as ``mce_partial``/``relative_mce_partial`` over the
     standard cells that were evaluated. They are left out (``alexnet=False``) for corrupted datasets other than
-    ImageNet-C, where AlexNet's published errors mean nothing.
+    ImageNet-C, where AlexNet's published errors mean nothing. ``names`` (ImageNet-C-bar's 10, ImageNet-3DCC's 12
+    corruptions) replaces the 15 standard ones for those datasets: their mean error is over every cell of theirs.
     """
     from robustbench_rpc.metrics import corruption
 
     rows = [{"metric": "mean_top1_all", "value": 100.0 - float(errors["value"].mean()), "n": len(errors)}]
-    standard = errors[errors["name"].isin(corruption.STANDARD_CORRUPTIONS)]
+    standard = errors[errors["name"].isin(names or corruption.STANDARD_CORRUPTIONS)]
     if standard.empty:
         return rows
     n = len(standard)
