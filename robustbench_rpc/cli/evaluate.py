@@ -195,12 +195,16 @@ def attack_command(
     eps: Annotated[str | None, typer.Option("--eps", "-e", help="Budgets: 1/255,2/255 or a range 1/255:6/255 "
                    "(pixel units; fractions of 255 accepted).")] = None,
     norm: Annotated[str | None, typer.Option("--norm", help="Linf, L2 or L1 (default: the attack's own).")] = None,
-    protocol: Annotated[str | None, typer.Option("--protocol", help="Preset: 'paper' (PGD-20 step 0.15 eps, "
-                        "FGSM, SPSA-10 at 1/255..6/255).")] = None,
+    protocol: Annotated[str | None, typer.Option("--protocol", help="Preset: 'paper' (the official evaluation's "
+                        "seven attacks as it computed them: PGD-20, FGSM, SPSA-10, CW, AutoAttack at 1/255..6/255, "
+                        "SLD and noise, in normalized space, threat model 'paper') or 'paper-pixel' (our default "
+                        "pixel-space versions at the same budgets).")] = None,
     attack_option: Annotated[list[str] | None, typer.Option("--option", help="Attack option KEY=VALUE or "
                              "ATTACK.KEY=VALUE (repeatable), e.g. steps=40, square.queries=1000.")] = None,
     compat: Annotated[str | None, typer.Option("--compat", help="Reproduce the official code's threat model: "
-                      "'normalized' (normalized space, no clamping, against clean predictions). Not the default.")
+                      "'normalized' (normalized space, no clamping, against clean predictions), 'pixel' (the same with "
+                      "pixel budgets) or 'paper' (normalized, with the official SPSA, SLD, noise and CW, defects "
+                      "included). Not the default.")
                       ] = None,
     dataset: Annotated[str, typer.Option("--dataset", help="imagenet, folder or digits (embedded).",
                                          rich_help_panel=DATA_PANEL)] = "imagenet",

@@ -78,8 +78,10 @@ def build_attack_jobs(
     the identity joins the transfer cells' parameters.
     """
     from robustbench_rpc.attacks import build_attack_spec, parse_eps, protocol_specs
+    from robustbench_rpc.attacks.protocol import protocol_threat_model
 
     if protocol is not None:
+        compat = protocol_threat_model(protocol, compat)
         specs = list(protocol_specs(protocol))
         if attack_options:
             per = split_attack_options(sorted({s.name for s in specs}), attack_options)
