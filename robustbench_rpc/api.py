@@ -446,9 +446,13 @@ def attack(
     save_adv: str | Path | None = None,
     surrogate: str | nn.Module | None = None,
     attack_dtype: str | None = None,
+    seeds: Sequence[int] | str | None = None,
     **run_options: Any,
 ) -> RunSummary:
     """Attack a model over budgets: every (attack, eps) is one cell of the results directory ``out``.
+
+    ``seeds`` (e.g. ``[0, 1, 2, 3]`` or ``"0-3"``) runs every stochastic attack cell once per seed (the seed is a
+    coordinate of the cell; tables show the mean and standard deviation over seeds).
 
     ``attacks`` are registry names (pgd, fgsm, spsa, sld, cw, noise, square, apgd-ce, apgd-dlr, autoattack,
     transfer); ``eps`` a list of floats or text such as ``"1/255:6/255"``; ``protocol="paper"`` uses the paper's
@@ -464,6 +468,10 @@ def attack(
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}.")
 
+    if seeds is not None:
+        from robustbench_rpc.engine.attack_plan import check_seeds
+
+        seeds = check_seeds(seeds)
     options = dict(attack_options or {})
     if attack_dtype is not None:
         options["attack_dtype"] = attack_dtype
@@ -478,6 +486,6 @@ def attack(
                                  attack_options=options, compat=compat, dataset=dataset,
                                  data=data, limit=limit, subset=subset, labels_file=labels_file,
                                  class_list=class_list, save_adv=save_adv, seed=run.seed,
-                                 batch_size=run.batch_size, surrogate=transfer_surrogate)
+                                 batch_size=run.batch_size, surrogate=transfer_surrogate, seeds=seeds)
 
     return _run(request, out, run, build, "attack")

@@ -243,6 +243,9 @@ def attack_command(
     device: Device = "auto",
     decode: Decode = "cpu",
     seed: Seed = 0,
+    seeds: Annotated[str | None, typer.Option("--seeds", help="Run every stochastic attack cell once per seed, "
+                     "e.g. 0,1,2,3 or 0-3 (the seed is a coordinate of the cell; tables show mean +/- std).",
+                     rich_help_panel=RUN_PANEL)] = None,
     force: Force = False,
     allow_mixed: AllowMixed = False,
     shard: Shard = None,
@@ -260,7 +263,7 @@ def attack_command(
         **request, out=out, attacks=attack or "", eps=eps, norm=norm, protocol=protocol,
         attack_options=parse_options(attack_option or []), compat=compat or False, dataset=dataset, data=data,
         limit=limit, subset=subset, labels_file=labels, class_list=classes, save_adv=save_adv,
-        surrogate=surrogate, attack_dtype=attack_dtype,
+        surrogate=surrogate, attack_dtype=attack_dtype, seeds=seeds,
         batch_size=batch_size, workers=workers, device=device, decode=decode, seed=seed, force=force,
         allow_mixed=allow_mixed, progress=not quiet, prefetch_factor=prefetch, shard=shard, shard_by=shard_by,
     )

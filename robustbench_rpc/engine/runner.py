@@ -349,7 +349,8 @@ class Engine:
             log: list[str] = []
             if len(batch):
                 start = int(batch.indices[0])
-                seed = cell_seed(self.options.seed, job.spec.condition_key(), start)
+                # a stochastic cell's own seed (a coordinate of the cell, --seeds) is the one its draws follow
+                seed = cell_seed(job.spec.params.get("seed", self.options.seed), job.spec.condition_key(), start)
                 result = run_attack(self.model, batch.images, batch.labels, job.attack, seed=seed,
                                     compat=job.compat, surrogate=job.surrogate)
                 log = result.log
