@@ -120,6 +120,7 @@ class RunOptions:
     shard: str | None = None
     shard_by: str = "cells"
     command_line: Sequence[str] | None = None
+    spec: dict[str, Any] | None = None  # the benchmark spec the run belongs to (path, SHA-256, name): provenance
 
     def validate(self) -> None:
         """Check the numbers users type."""
@@ -328,7 +329,7 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
             run.command_line if run.command_line is not None else sys.argv, str(device), run.seed, info,
             fingerprints, precision=run.precision, batch_size=run.batch_size, channels_last=run.channels_last,
             compile=run.compile, decode=run.decode, world_size=ctx.world_size, distributed_backend=ctx.backend,
-            plan=plan_info,
+            plan=plan_info, **({"spec": run.spec} if run.spec else {}),
         )
         todo = [s.key() for job in jobs for s in job.specs if run.force or not _finished(store, job, s, part)]
         run_id = store.start_run(provenance, model=first)

@@ -51,6 +51,7 @@ LAYER_OF = {
     "engine": "engine",
     "api": "api",
     "reports": "api",
+    "spec": "api",
     "audit": "audit",
     "demo": "demo",
     "cli": "cli",
