@@ -281,6 +281,9 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
 
     def prepare() -> tuple[Any, ...]:
         device = resolve_device(device_name)
+        if run.precision == "fp16" and device.type != "cuda":  # refused before anything is written
+            raise UserError(f"--amp fp16 autocasts on a CUDA GPU (as the official evaluation), but this run is on "
+                            f"{device}; use --amp bf16 or fp32 on the CPU.")
         if run.decode == "gpu" and device.type != "cuda":
             raise UserError(f"--decode gpu decodes JPEGs with nvjpeg on a CUDA device, but this run is on {device}; "
                             "use --decode cpu, or --device cuda on a machine with a GPU.")

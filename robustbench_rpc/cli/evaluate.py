@@ -241,6 +241,9 @@ def attack_command(
     workers: Workers = 0,
     prefetch: Prefetch = None,
     device: Device = "auto",
+    amp: Annotated[str, typer.Option("--amp", help="Precision of the final forward on the adversarial images: fp32, "
+                   "bf16 or fp16 (autocast, as the official evaluation; fp16 needs a CUDA GPU); the attack itself "
+                   "runs in fp32 or --attack-dtype. Recorded with the model.", rich_help_panel=RUN_PANEL)] = "fp32",
     decode: Decode = "cpu",
     seed: Seed = 0,
     seeds: Annotated[str | None, typer.Option("--seeds", help="Run every stochastic attack cell once per seed, "
@@ -264,7 +267,7 @@ def attack_command(
         attack_options=parse_options(attack_option or []), compat=compat or False, dataset=dataset, data=data,
         limit=limit, subset=subset, labels_file=labels, class_list=classes, save_adv=save_adv,
         surrogate=surrogate, attack_dtype=attack_dtype, seeds=seeds,
-        batch_size=batch_size, workers=workers, device=device, decode=decode, seed=seed, force=force,
+        batch_size=batch_size, workers=workers, device=device, precision=amp, decode=decode, seed=seed, force=force,
         allow_mixed=allow_mixed, progress=not quiet, prefetch_factor=prefetch, shard=shard, shard_by=shard_by,
     )
     _print_summary(summary, f"{model}: attacks")

@@ -352,7 +352,8 @@ class Engine:
                 # a stochastic cell's own seed (a coordinate of the cell, --seeds) is the one its draws follow
                 seed = cell_seed(job.spec.params.get("seed", self.options.seed), job.spec.condition_key(), start)
                 result = run_attack(self.model, batch.images, batch.labels, job.attack, seed=seed,
-                                    compat=job.compat, surrogate=job.surrogate)
+                                    compat=job.compat, surrogate=job.surrogate,
+                                    final_precision=self.options.precision)
                 log = result.log
                 batch_rows = result.records(batch.labels, sample_ids=batch.sample_ids)
                 for row, index in zip(batch_rows, batch.indices.tolist(), strict=True):
