@@ -254,3 +254,12 @@ def test_paper_threat_model_needs_a_normalized_model():
     images, labels = tiny_batch(2)
     with pytest.raises(UserError, match="needs a NormalizedModel"):
         run_attack(model, images, labels, build_attack_spec("noise", eps=0.1), seed=0, compat="paper")
+
+
+def test_paper_fgsm_is_one_signed_step_in_normalized_space():
+    model, images, labels = model_and_batch()
+    result = run_attack(model, images, labels, build_attack_spec("fgsm", "Linf", 2 / 255), seed=0, compat="paper")
+    x = normalized(images).requires_grad_(True)
+    y = model.model(x).argmax(1)
+    grad = torch.autograd.grad(F.cross_entropy(model.model(x), y), x)[0]
+    assert torch.allclose(normalized(result.adv), x.detach() + 2 / 255 * grad.sign(), atol=2e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -59,10 +60,17 @@ def test_digits_spec_equals_the_separate_commands(tmp_path, capsys):
         assert spec_info["name"] == "digits" and len(spec_info["sha256"]) == 64
     # the outputs: tables in Markdown and LaTeX, the report
     tables = tmp_path / "spec" / "tables"
-    assert (tables / "paper-attacks.md").read_text().count("RPC-SymViT (4 iter/layer 1)") == 2
+    rows = [line.split("|")[1].strip() for line in (tables / "paper-attacks.md").read_text().splitlines()[2:5]]
+    assert rows[0] == "SymViT" and all(r.startswith("RPC-SymViT (4 iter/layer 1) [") for r in rows[1:])  # spec order
     assert "± " in (tables / "paper-attacks.md").read_text()  # PGD over two seeds
     assert "Threat model pixel" in (tables / "attacks.tex").read_text()
     assert (tmp_path / "spec" / "report.md").is_file()
+    # compare pairs the models' cells seed by seed (per-seed records)
+    from robustbench_rpc.results.compare import compare
+
+    frame = compare(tmp_path / "spec", resamples=20)
+    pgd = frame[(frame["name"] == "pgd") & ((frame["eps"] - 4 / 255).abs() < 1e-9)]
+    assert sorted(json.loads(v)["seed"] for v in pgd["variant"]) == [0, 0, 1, 1]  # 2 models x 2 seeds
     # a second run resumes: nothing is recomputed
     code, printed, _ = cli(capsys, "run", str(spec_path), "--out", str(tmp_path / "spec"), "-q")
     assert code == 0 and printed.count("0 cell(s) computed") == 9
@@ -105,6 +113,8 @@ ATTACK = '[[attacks]]\nattack = "pgd"\neps = "4/255"\ndataset = "digits"\n'
      "models[0].rpc_iters in bad.toml (line 4) (a grid) must be a non-empty list, got []."),
     (MODEL + ATTACK + "[outputz]\n", "Unknown key 'outputz' (did you mean 'outputs'?) at outputz in bad.toml (line 8)"),
     ("[run\n", "Cannot read spec"),
+    (MODEL + '[[attacks]]\nprotocol = "paper"\neps = "4/255"\n',
+     "attacks[0].eps in bad.toml (line 6) is set by the protocol; drop it"),
 ])
 def test_bad_specs_get_one_sentence_with_key_and_line(tmp_path, text, message):
     with pytest.raises(UserError) as info:
@@ -139,3 +149,52 @@ def test_shipped_paper_spec_is_valid():
     assert [a["protocol"] for a in spec.attacks] == ["paper", "paper-pixel"]
     assert len(validate(spec, load_models=False)) == 5 * 3
     assert re.fullmatch(r"[0-9a-f]{64}", spec.sha256)
+
+
+def test_spec_run_killed_at_random_moments_and_resumed_gives_the_same_records(tmp_path, capsys):
+    import os
+    import random
+    import subprocess
+    import sys
+    import time
+
+    spec_path = write(tmp_path, '[run]\nseeds = [0, 1]\nbatch_size = 4\n[evaluate]\nsuite = ["digits", "digits-c"]\n'
+                      'corruptions = "gaussian_noise"\nseverities = "1,3"\nlimit = 12\n[[models]]\n'
+                      f'model = "symvit_digits_patch8_32"\ncheckpoint = "{CKPT}/symvit_digits.safetensors"\n'
+                      '[[attacks]]\nattack = ["pgd", "fgsm"]\neps = "2/255,4/255"\noptions = { "pgd.steps" = 3 }\n'
+                      'dataset = "digits"\nlimit = 8\n[outputs]\nreport = false\nplots = false\n')
+    code, _, err = cli(capsys, "run", str(spec_path), "--out", str(tmp_path / "ref"), "-q")
+    assert code == 0, err
+    reference = {s.key(): r for s, r, _ in ResultsStore(tmp_path / "ref").iter_cells()}
+    env = {**os.environ, "PYTHONPATH": str(SPECS.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "robustbench_rpc", "run", str(spec_path), "--out", str(tmp_path / "killed"), "-q"]
+    rng = random.Random(19)
+    cells = tmp_path / "killed" / "cells"
+    for _ in range(3):  # kill after the next finished cell, at a random moment within the following cell's work
+        before = len(list(cells.glob("*.parquet"))) if cells.is_dir() else 0
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            if cells.is_dir() and len(list(cells.glob("*.parquet"))) > before:
+                break
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.4))
+        process.kill()
+        process.wait()
+    code, _, err = cli(capsys, "run", str(spec_path), "--out", str(tmp_path / "killed"), "-q")
+    assert code == 0, err
+    resumed = {s.key(): r for s, r, _ in ResultsStore(tmp_path / "killed").iter_cells()}
+    assert set(resumed) == set(reference) and len(reference) == 3 + 4 + 2
+    for key, records in reference.items():
+        assert resumed[key].equals(records), key
+
+
+def test_dry_run_prints_the_plan_with_an_estimate(capsys):
+    code, printed, err = cli(capsys, "run", str(SPECS / "digits.toml"), "--dry-run")
+    assert code == 0, err
+    lines = printed.splitlines()
+    assert lines[0].startswith("Plan of ") and "(digits, sha256 " in lines[0]
+    assert sum("attack pgd,fgsm eps 1/255:4/255" in line and " 12 " in line for line in lines) == 3
+    assert re.search(r"^9 call\(s\), 57 cell\(s\), 3900 image evaluation\(s\), estimated [0-9.]+ (s|min|h) "
+                     r"\(from a throughput probe on this machine\)$", lines[-1])

@@ -220,6 +220,34 @@ def run_spec(spec: BenchmarkSpec, out: str | Path, *, force: bool = False, shard
     return summaries
 
 
+def in_spec_order(frame: Any, spec: BenchmarkSpec) -> Any:
+    """Return the tidy frame with its models in the order of the spec's variants (the tables' row order)."""
+    import json
+
+    from robustbench_rpc.models.checkpoint import sha256_of
+
+    digests: dict[str, str | None] = {}
+    wanted = []
+    for variant in spec.models:
+        path = variant.checkpoint
+        if path and path not in digests:
+            digests[path] = sha256_of(path) if Path(path).is_file() else None
+        wanted.append((variant.label or variant.model, digests.get(path) if path else None, variant.options))
+
+    def position(model: Any, sha: Any, options: str) -> int:
+        stored = json.loads(options) if options else {}
+        for index, (name, digest, opts) in enumerate(wanted):
+            if name == model and (digest is None or digest == sha) and all(
+                    stored.get(k) == v for k, v in opts.items()):
+                return index
+        return len(wanted)
+
+    order = [position(m, s, o) for m, s, o in zip(frame["model"], frame["checkpoint_sha256"],
+                                                   frame["model_options"], strict=True)]
+    return frame.assign(_order=order).sort_values("_order", kind="stable").drop(columns="_order").reset_index(
+        drop=True)
+
+
 def write_outputs(spec: BenchmarkSpec, out: Path) -> list[Path]:
     """Write the spec's tables (each view in each format, with its threat-model notes), plots and report."""
     from robustbench_rpc.reporting.exports import check_format, export
@@ -236,7 +264,7 @@ def write_outputs(spec: BenchmarkSpec, out: Path) -> list[Path]:
         check_view(view)
     for fmt in formats:
         check_format(fmt)
-    frame = tidy(out)
+    frame = in_spec_order(tidy(out), spec)
     notes = threat_model_notes(frame)
     tables = out / "tables"
     tables.mkdir(parents=True, exist_ok=True)

@@ -259,6 +259,10 @@ def load_spec(path: str | Path) -> BenchmarkSpec:
         if ("attack" in entry) == ("protocol" in entry):
             raise UserError(f"{src.where('attacks', index)} needs exactly one of 'attack' (with 'eps') or "
                             "'protocol'.")
+        extra = sorted({"eps", "norm"} & set(entry)) if "protocol" in entry else []
+        if extra:
+            raise UserError(f"{src.where('attacks', index, extra[0])} is set by the protocol; drop it, or use "
+                            "'attack' and 'eps' instead of 'protocol'.")
         if "attack" in entry and "eps" not in entry:
             raise UserError(f"Missing key 'eps' at {src.where('attacks', index)}; expected {_EPS}.")
         attacks.append({k: _resolve(v, k, folder) for k, v in entry.items()})
