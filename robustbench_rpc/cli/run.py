@@ -17,10 +17,6 @@ def run_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (calls, cells, images) with a time "
                                           "estimated from a short throughput probe; run nothing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute cells that are already finished.")] = False,
-    shard: Annotated[str | None, typer.Option("--shard", help="Run shard i of n (0-based, e.g. 0/4) of every "
-                                              "call into this shard's own --out (see the attack command); no "
-                                              "outputs until the shards are merged.")] = None,
-    shard_by: Annotated[str, typer.Option("--shard-by", help="cells (default) or samples, as for attack.")] = "cells",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run every cell of a benchmark spec once into one results directory, then write its tables, plots and report."""
@@ -39,5 +35,5 @@ def run_command(
         raise UserError("run needs --out DIR (the results directory), or --dry-run to only print the plan.")
     from robustbench_rpc.spec.run import run_spec
 
-    run_spec(loaded, out, force=force, shard=shard, shard_by=shard_by, progress=not quiet,
+    run_spec(loaded, out, force=force, progress=not quiet,
              command_line=list(sys.argv), log=lambda line: typer.echo(line))
