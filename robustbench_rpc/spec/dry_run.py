@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from robustbench_rpc.errors import UserError
 from robustbench_rpc.spec.run import Call, model_kwargs, plan_calls, run_kwargs, validate, variant_name
 from robustbench_rpc.spec.schema import BenchmarkSpec
 
@@ -113,7 +114,11 @@ def dry_run(spec: BenchmarkSpec) -> list[PlannedCall]:
         m = model_kwargs(call.variant)
         request = ModelRequest(m["model"], m["checkpoint"], m["model_name"], m["model_options"],
                                m["trust_checkpoint"], m["use_ema"], m["num_classes"])
-        model, _, identity = request.load(options["seed"])
+        try:
+            model, _, identity = request.load(options["seed"])
+        except UserError as exc:
+            where = spec.source.where("models", call.variant.entry, "model")
+            raise UserError(f"The model at {where} does not load: {exc}") from None
         key = repr(sorted(m.items(), key=str))
         if key not in probed:
             probed[key] = probe(model, min(int(options["batch_size"]), 16), device)
