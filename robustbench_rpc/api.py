@@ -122,6 +122,7 @@ class RunOptions:
     shard: str | None = None
     shard_by: str = "cells"
     command_line: Sequence[str] | None = None
+    spec: dict[str, Any] | None = None  # the benchmark spec the run belongs to (path, SHA-256, name): provenance
 
     def validate(self) -> None:
         """Check the numbers users type."""
@@ -295,6 +296,9 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
 
     def prepare() -> tuple[Any, ...]:
         device = resolve_device(device_name)
+        if run.precision == "fp16" and device.type != "cuda":  # refused before anything is written
+            raise UserError(f"--amp fp16 autocasts on a CUDA GPU (as the official evaluation), but this run is on "
+                            f"{device}; use --amp bf16 or fp32 on the CPU.")
         if run.decode == "gpu" and device.type != "cuda":
             raise UserError(f"--decode gpu decodes JPEGs with nvjpeg on a CUDA device, but this run is on {device}; "
                             "use --decode cpu, or --device cuda on a machine with a GPU.")
@@ -346,7 +350,7 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
             run.command_line if run.command_line is not None else sys.argv, str(device), run.seed, info,
             fingerprints, precision=run.precision, batch_size=run.batch_size, channels_last=run.channels_last,
             compile=run.compile, decode=run.decode, world_size=ctx.world_size, distributed_backend=ctx.backend,
-            plan=plan_info,
+            plan=plan_info, **({"spec": run.spec} if run.spec else {}),
         )
         todo = [s.key() for job in jobs for s in job.specs if run.force or not _finished(store, job, s, part)]
         if run.force:  # those cells are computed anew: their journals too (once, before any rank starts)
@@ -478,9 +482,13 @@ def attack(
     save_adv: str | Path | None = None,
     surrogate: str | nn.Module | None = None,
     attack_dtype: str | None = None,
+    seeds: Sequence[int] | str | None = None,
     **run_options: Any,
 ) -> RunSummary:
     """Attack a model over budgets: every (attack, eps) is one cell of the results directory ``out``.
+
+    ``seeds`` (e.g. ``[0, 1, 2, 3]`` or ``"0-3"``) runs every stochastic attack cell once per seed (the seed is a
+    coordinate of the cell; tables show the mean and standard deviation over seeds).
 
     ``attacks`` are registry names (pgd, fgsm, spsa, sld, cw, noise, square, apgd-ce, apgd-dlr, autoattack,
     transfer); ``eps`` a list of floats or text such as ``"1/255:6/255"``; ``protocol="paper"`` uses the paper's
@@ -499,6 +507,10 @@ def attack(
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}.")
 
+    if seeds is not None:
+        from robustbench_rpc.engine.attack_plan import check_seeds
+
+        seeds = check_seeds(seeds)
     options = dict(attack_options or {})
     if attack_dtype is not None:
         options["attack_dtype"] = attack_dtype
@@ -513,6 +525,6 @@ def attack(
                                  attack_options=options, compat=compat, dataset=dataset,
                                  data=data, limit=limit, subset=subset, labels_file=labels_file,
                                  class_list=class_list, save_adv=save_adv, seed=run.seed,
-                                 batch_size=run.batch_size, surrogate=transfer_surrogate)
+                                 batch_size=run.batch_size, surrogate=transfer_surrogate, seeds=seeds)
 
     return _run(request, out, run, build, "attack")

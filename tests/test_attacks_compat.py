@@ -24,14 +24,14 @@ def normalized_model(seed: int = 0) -> NormalizedModel:
     return NormalizedModel(inner, MEAN, STD).eval()
 
 
-def test_paper_preset():
-    specs = PROTOCOLS["paper"]
-    assert [s.name for s in specs] == ["pgd"] * 6 + ["fgsm"] * 6 + ["spsa"] * 6
+def test_paper_pixel_preset():
+    specs = PROTOCOLS["paper-pixel"]
+    assert [s.name for s in specs] == ["pgd"] * 6 + ["fgsm"] * 6 + ["spsa"] * 6 + ["autoattack"] * 6 + ["sld", "noise"]
     assert [round(s.eps * 255, 9) for s in specs[:6]] == [1, 2, 3, 4, 5, 6]
-    assert all(s.norm == "Linf" for s in specs)
+    assert all(s.norm == "Linf" for s in specs if s.name != "sld")
     assert specs[0].params["steps"] == 20 and specs[0].params["rel_stepsize"] == 0.15
     assert specs[12].params["steps"] == 10
-    assert protocol_specs("Paper") == specs
+    assert protocol_specs("Paper-Pixel") == specs
     with pytest.raises(UserError, match="Unknown protocol 'papr' \\(did you mean 'paper'"):
         protocol_specs("papr")
 

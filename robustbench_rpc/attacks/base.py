@@ -17,6 +17,7 @@ class AttackContext:
     n_classes: int
     device: torch.device
     surrogate: nn.Module | None = None  # the model a transfer attack crafts its examples on
+    final_precision: str = "fp32"  # autocast of the final forward on the adversarial images (fp16, bf16)
 
 
 @dataclass

@@ -386,14 +386,21 @@ class AttackSpec:
 
 
 def threat_model_name(compat: bool | str) -> str:
-    """Return 'pixel' (the default threat model) or 'compat-normalized' / 'compat-pixel'."""
+    """Return 'pixel' (the default threat model), 'compat-normalized' / 'compat-pixel', or 'paper'.
+
+    'paper' is the official evaluation's computation (normalized space, its CleverHans versions of SPSA, SLD,
+    noise and CW, defects included): see :mod:`robustbench_rpc.attacks.official`.
+    """
     if compat is False or compat is None:
         return "pixel"
     if compat is True or compat == "normalized":
         return "compat-normalized"
     if compat == "pixel":
         return "compat-pixel"
-    raise UserError(f"Unknown compatibility mode {compat!r}; expected False, True, 'normalized' or 'pixel'.")
+    if compat == "paper":
+        return "paper"
+    raise UserError(f"Unknown compatibility mode {compat!r}; expected False, True, 'normalized', 'pixel' or "
+                    "'paper'.")
 
 
 def build_attack_spec(

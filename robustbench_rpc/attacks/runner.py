@@ -139,6 +139,25 @@ def attack_metrics(records: Sequence[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def score(model: nn.Module, x: Tensor, precision: str = "fp32") -> Tensor:
+    """The final forward on adversarial inputs: no gradients, under fp16 / bf16 autocast unless ``fp32``.
+
+    The logits are returned in float32. fp16 autocast is refused off CUDA (the official evaluation's fp16 forward
+    ran on GPUs; use bf16 on a CPU).
+    """
+    if precision == "fp32":
+        with torch.no_grad():
+            return model(x)
+    if precision not in ("fp16", "bf16"):
+        raise UserError(f"Unknown precision {precision!r} for the final forward; expected fp32, bf16 or fp16.")
+    if precision == "fp16" and x.device.type != "cuda":
+        raise UserError(f"--amp fp16 autocasts the final forward on a CUDA GPU, but this run is on {x.device}; "
+                        "use --amp bf16 (or fp32) on the CPU.")
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    with torch.no_grad(), torch.autocast(device_type=x.device.type, dtype=dtype):
+        return model(x).float()
+
+
 def _check_inputs(images: Tensor, labels: Tensor) -> None:
     """Raise a UserError unless ``images`` is a float [B, C, H, W] batch in [0, 1] with B matching ``labels``."""
     if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
@@ -163,6 +182,7 @@ def run_attack(
     seed: int,
     compat: bool | str = False,
     surrogate: nn.Module | None = None,
+    final_precision: str = "fp32",
 ) -> AttackBatchResult:
     """Attack one batch of pixels in [0, 1] with ``spec``, verify the budget and return the result.
 
@@ -172,7 +192,8 @@ def run_attack(
     NormalizedModel, see :mod:`robustbench_rpc.attacks.protocol`. ``surrogate`` is the model a ``transfer`` attack
     crafts its examples on. White-box attacks are traced (:mod:`robustbench_rpc.attacks.tracing`) and, unless
     ``best_iterate=false``, a sample the attack's own output leaves correct gets the best misclassified in-budget
-    point the attack evaluated.
+    point the attack evaluated. ``final_precision`` ('fp16', 'bf16') scores the adversarial images under autocast
+    (the official evaluation's fp16 final forward); the attack itself is unaffected.
     """
     mode = compat_mode(compat)
     _check_inputs(images, labels)
@@ -187,9 +208,11 @@ def run_attack(
         if spec.definition.transfer and surrogate is None:
             raise UserError("The transfer attack needs a surrogate model (--surrogate NAME[:CHECKPOINT]).")
         ctx = AttackContext(seed=int(seed), n_classes=int(clean_logits.shape[1]), device=device,
-                            surrogate=surrogate)
+                            surrogate=surrogate, final_precision=final_precision)
         if mode is None:
             result = _run_pixel(model, images, labels, spec, ctx, clean_logits)
+        elif mode == "paper":
+            result = _run_paper(model, images, labels, spec, ctx, clean_logits)
         else:
             result = _run_compat(model, images, labels, spec, ctx, clean_logits, mode)
     finally:
@@ -265,16 +288,14 @@ def _run_pixel(
     """Default threat model: pixel space, true labels, clamped to [0, 1]; best in-budget iterate kept."""
     output, trace, eot = _execute(model, images, labels, spec, ctx, clean_logits, _pixel_budget(images, spec))
     adv = output.adv.to(images.dtype).clamp(0.0, 1.0)
-    with torch.no_grad():
-        adv_logits = model(adv)
+    adv_logits = score(model, adv, ctx.final_precision)
     returned_adv = (adv_logits.argmax(dim=1) != labels).cpu()
     used = torch.zeros(len(adv), dtype=torch.bool)
     if trace is not None and trace.best is not None and spec.params.get("best_iterate", True):
         candidates = (trace.best_adv & ~returned_adv).to(adv.device)
         if bool(candidates.any()):
             best = trace.best.to(device=adv.device, dtype=adv.dtype).clamp(0.0, 1.0)
-            with torch.no_grad():
-                best_logits = model(best[candidates])
+            best_logits = score(model, best[candidates], ctx.final_precision)
             # keep the iterate only where the model as evaluated also misclassifies it
             keep = torch.zeros_like(candidates)
             keep[candidates] = best_logits.argmax(dim=1) != labels[candidates]
@@ -342,10 +363,45 @@ def _run_compat(
         box=None,
         what=f"attack {spec.label()} ({threat_model_name(mode)})",
     )
-    with torch.no_grad():
-        adv_logits = space.inner(u_adv)
+    adv_logits = score(space.inner, u_adv, ctx.final_precision)
     adv = space.pixels_from_u(u_adv, model).detach()
     norms = perturbation_norms(images, adv)
     result = _result(spec, adv, clean_logits, adv_logits, norms, output, attack_labels, mode)
     result.eot_iter = eot
     return result
+
+
+def _run_paper(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    spec: AttackSpec,
+    ctx: AttackContext,
+    clean_logits: Tensor,
+) -> AttackBatchResult:
+    """Threat model ``paper``: the official computations of SPSA, SLD, noise and CW; compat mode for the others."""
+    from robustbench_rpc.attacks.official import WRITTEN_HERE, run_official
+    from robustbench_rpc.attacks.protocol import check_normalized_model
+
+    if spec.name not in WRITTEN_HERE:
+        result = _run_compat(model, images, labels, spec, ctx, clean_logits, "normalized")
+        result.compat = "paper"
+        return result
+    check_normalized_model(model)
+    attack_labels = clean_logits.argmax(dim=1)
+    u_clean = model.normalize(images).detach()
+    with seeded(ctx.seed, ctx.device):
+        u_adv = run_official(model.model, u_clean, attack_labels, spec, ctx.n_classes).to(images.dtype)
+    if spec.name != "cw":  # the official CW has no budget: its eps is the confidence
+        tol = budget_tolerance(spec.eps, spec.norm, images[0].numel(),
+                               value_scale=2 * float(u_clean.abs().max()) + spec.eps)
+        check_budget(u_clean, u_adv, spec.norm, spec.eps, tol, box=None, what=f"attack {spec.label()} (paper)")
+    adv_logits = score(model.model, u_adv, ctx.final_precision)
+    adv = (u_adv * model.std.to(u_adv.dtype) + model.mean.to(u_adv.dtype)).detach()
+    queries = None
+    if spec.name in ("spsa", "noise"):
+        queries = 2 * int(spec.params["samples"]) * int(spec.params["steps"]) if spec.name == "spsa" else 0
+    n = len(images)
+    output = AttackOutput(adv=adv, queries=None if queries is None else torch.full((n,), queries, dtype=torch.long))
+    return _result(spec, adv, clean_logits, adv_logits, perturbation_norms(images, adv), output, attack_labels,
+                   "paper")

@@ -19,6 +19,7 @@ from robustbench_rpc.cli.corrupt import corrupt_command
 from robustbench_rpc.cli.diagnose import diagnose_command
 from robustbench_rpc.cli.evaluate import attack_command, evaluate_command
 from robustbench_rpc.cli.merge import merge_command
+from robustbench_rpc.cli.run import run_command
 from robustbench_rpc.cli.table import table_command
 from robustbench_rpc.errors import UserError
 
@@ -35,6 +36,7 @@ app.add_typer(demo_cli.app, name="demo")
 app.command("evaluate")(evaluate_command)
 app.command("attack")(attack_command)
 app.command("audit")(audit_command)
+app.command("run")(run_command)
 app.command("corrupt")(corrupt_command)
 app.command("diagnose")(diagnose_command)
 app.command("table")(table_command)

@@ -282,12 +282,16 @@ def attack_command(
     eps: Annotated[str | None, typer.Option("--eps", "-e", help="Budgets: 1/255,2/255 or a range 1/255:6/255 "
                    "(pixel units; fractions of 255 accepted).")] = None,
     norm: Annotated[str | None, typer.Option("--norm", help="Linf, L2 or L1 (default: the attack's own).")] = None,
-    protocol: Annotated[str | None, typer.Option("--protocol", help="Preset: 'paper' (PGD-20 step 0.15 eps, "
-                        "FGSM, SPSA-10 at 1/255..6/255).")] = None,
+    protocol: Annotated[str | None, typer.Option("--protocol", help="Preset: 'paper' (the official evaluation's "
+                        "seven attacks as it computed them: PGD-20, FGSM, SPSA-10, CW, AutoAttack at 1/255..6/255, "
+                        "SLD and noise, in normalized space, threat model 'paper') or 'paper-pixel' (our default "
+                        "pixel-space versions at the same budgets).")] = None,
     attack_option: Annotated[list[str] | None, typer.Option("--option", help="Attack option KEY=VALUE or "
                              "ATTACK.KEY=VALUE (repeatable), e.g. steps=40, square.queries=1000.")] = None,
     compat: Annotated[str | None, typer.Option("--compat", help="Reproduce the official code's threat model: "
-                      "'normalized' (normalized space, no clamping, against clean predictions). Not the default.")
+                      "'normalized' (normalized space, no clamping, against clean predictions), 'pixel' (the same with "
+                      "pixel budgets) or 'paper' (normalized, with the official SPSA, SLD, noise and CW, defects "
+                      "included). Not the default.")
                       ] = None,
     dataset: Annotated[str, typer.Option("--dataset", "--suite", "-s", help="imagenet (= clean), folder or "
                                          "digits (embedded).", rich_help_panel=DATA_PANEL)] = "imagenet",
@@ -329,8 +333,14 @@ def attack_command(
     workers: Workers = 0,
     prefetch: Prefetch = None,
     device: Device = "auto",
+    amp: Annotated[str, typer.Option("--amp", help="Precision of the final forward on the adversarial images: fp32, "
+                   "bf16 or fp16 (autocast, as the official evaluation; fp16 needs a CUDA GPU); the attack itself "
+                   "runs in fp32 or --attack-dtype. Recorded with the model.", rich_help_panel=RUN_PANEL)] = "fp32",
     decode: Decode = "cpu",
     seed: Seed = 0,
+    seeds: Annotated[str | None, typer.Option("--seeds", help="Run every stochastic attack cell once per seed, "
+                     "e.g. 0,1,2,3 or 0-3 (the seed is a coordinate of the cell; tables show mean +/- std).",
+                     rich_help_panel=RUN_PANEL)] = None,
     force: Force = False,
     allow_mixed: AllowMixed = False,
     shard: Shard = None,
@@ -350,8 +360,8 @@ def attack_command(
         **request, out=out, attacks=attack or "", eps=eps, norm=norm, protocol=protocol,
         attack_options=parse_options(attack_option or []), compat=compat or False, dataset=dataset, data=data,
         limit=limit, subset=subset, labels_file=labels, class_list=classes, save_adv=save_adv,
-        surrogate=surrogate, attack_dtype=attack_dtype,
-        batch_size=batch_size, workers=workers, device=device, decode=decode, seed=seed, force=force,
+        surrogate=surrogate, attack_dtype=attack_dtype, seeds=seeds,
+        batch_size=batch_size, workers=workers, device=device, precision=amp, decode=decode, seed=seed, force=force,
         allow_mixed=allow_mixed, progress=not quiet, prefetch_factor=prefetch, shard=shard, shard_by=shard_by,
     )
     _print_summary(summary, f"{model}: attacks")

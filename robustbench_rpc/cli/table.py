@@ -48,12 +48,21 @@ def table_command(
         from robustbench_rpc.results.verdicts import audit_frame
 
         frame = audit_view(audit_frame(results))
+        notes: list[str] = []
     else:
-        frame = build_view(tidy(results), view)
+        from robustbench_rpc.reporting.paper import threat_model_notes
+
+        tidy_frame = tidy(results)
+        frame = build_view(tidy_frame, view)
+        shows_attacks = view in ("attacks", "paper-attacks") or (
+            view == "paper" and any("robust" in str(c) for c in frame.columns))
+        notes = threat_model_notes(tidy_frame) if shows_attacks else []
     if out is not None:
-        export(frame, format, out, title=view)
+        export(frame, format, out, title=view, notes=notes)
         typer.echo(f"Wrote the {view} view ({len(frame)} rows) to {out}.", err=True)
     elif format == "table":
         print_table(frame, title=f"{view} view")
+        for note in notes:
+            typer.echo(note)
     else:
-        typer.echo(export(frame, format), nl=False)
+        typer.echo(export(frame, format, notes=notes), nl=False)

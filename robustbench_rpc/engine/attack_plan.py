@@ -71,15 +71,20 @@ def build_attack_jobs(
     seed: int = 0,
     batch_size: int | None = None,
     surrogate: Callable[[], tuple[Any, dict[str, Any]]] | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> list[AttackJob]:
-    """Return one :class:`AttackJob` per (attack, eps); budgets are validated before any data is read.
+    """Return one :class:`AttackJob` per (attack, eps), and per seed of ``seeds`` for stochastic attacks.
 
-    ``surrogate`` is called once when the plan has a transfer attack and returns (surrogate model, its identity);
-    the identity joins the transfer cells' parameters.
+    Budgets are validated before any data is read. ``seeds`` (default: ``[seed]``) makes the seed a coordinate of
+    every stochastic cell: one cell per seed, each drawing from its own seed. ``surrogate`` is called once when the
+    plan has a transfer attack and returns (surrogate model, its identity); the identity joins the transfer cells'
+    parameters.
     """
     from robustbench_rpc.attacks import build_attack_spec, parse_eps, protocol_specs
+    from robustbench_rpc.attacks.protocol import protocol_threat_model
 
     if protocol is not None:
+        compat = protocol_threat_model(protocol, compat)
         specs = list(protocol_specs(protocol))
         if attack_options:
             per = split_attack_options(sorted({s.name for s in specs}), attack_options)
@@ -105,17 +110,49 @@ def build_attack_jobs(
         if surrogate is None:
             raise UserError("The transfer attack needs a surrogate model; pass --surrogate NAME[:CHECKPOINT].")
         transfer_model, transfer_identity = surrogate()
+    run_seeds = check_seeds(seeds) if seeds is not None else [int(seed)]
     jobs = []
     for spec in specs:
-        params = {**spec.to_params(compat), **selection.params()}
-        if spec.definition.stochastic:  # random starts / queries are drawn per batch from the seed
-            params.update(seed=seed, batch_size=batch_size)
-        if spec.definition.transfer:
-            params["surrogate"] = transfer_identity
-        cell = CellSpec(dataset=dataset_name, condition="attack", params=params, **identity)
-        jobs.append(AttackJob(cell, source, spec, compat, save_adv,
-                              surrogate=transfer_model if spec.definition.transfer else None))
+        for cell_seed in run_seeds if spec.definition.stochastic else [None]:
+            params = {**spec.to_params(compat), **selection.params()}
+            if cell_seed is not None:  # random starts / queries are drawn per batch from the cell's seed
+                params.update(seed=cell_seed, batch_size=batch_size)
+            if spec.definition.transfer:
+                params["surrogate"] = transfer_identity
+            cell = CellSpec(dataset=dataset_name, condition="attack", params=params, **identity)
+            jobs.append(AttackJob(cell, source, spec, compat, save_adv,
+                                  surrogate=transfer_model if spec.definition.transfer else None))
     return jobs
+
+
+def check_seeds(seeds: Sequence[int] | str) -> list[int]:
+    """Return the seeds of ``--seeds`` ('0,1,2,3', a range '0-3', or a list) as distinct ints >= 0, in order."""
+    items: list[Any] = []
+    if isinstance(seeds, str):
+        for part in seeds.split(","):
+            part = part.strip()
+            first, dash, last = part.partition("-")
+            if dash and first.strip().isdigit() and last.strip().isdigit():
+                items.extend(range(int(first), int(last) + 1))
+            else:
+                items.append(part)
+    else:
+        items = list(seeds)
+    out: list[int] = []
+    for item in items:
+        try:
+            value = int(item)
+            if isinstance(item, float) and not item.is_integer():
+                raise ValueError
+        except (TypeError, ValueError):
+            raise UserError(f"--seeds must be integers >= 0 such as 0,1,2,3 or 0-3, got {item!r}.") from None
+        if value < 0:
+            raise UserError(f"--seeds must be integers >= 0 such as 0,1,2,3 or 0-3, got {value}.")
+        if value not in out:
+            out.append(value)
+    if not out:
+        raise UserError("--seeds is empty; expected integers such as 0,1,2,3.")
+    return out
 
 
 def build_stability_jobs(

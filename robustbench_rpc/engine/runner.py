@@ -448,9 +448,11 @@ class Engine:
             log: list[str] = []
             if len(batch):
                 start = int(batch.indices[0])
-                seed = cell_seed(self.options.seed, job.spec.condition_key(), start)
+                # a stochastic cell's own seed (a coordinate of the cell, --seeds) is the one its draws follow
+                seed = cell_seed(job.spec.params.get("seed", self.options.seed), job.spec.condition_key(), start)
                 result = run_attack(self.model, batch.images, batch.labels, job.attack, seed=seed,
-                                    compat=job.compat, surrogate=job.surrogate)
+                                    compat=job.compat, surrogate=job.surrogate,
+                                    final_precision=self.options.precision)
                 for what, logits in (("clean", result.clean_logits), ("adversarial", result.adv_logits)):
                     check_finite(logits.detach().float().cpu(), job.spec, number, batch.sample_ids, what,
                                  job.source.class_indices)

@@ -163,16 +163,29 @@ def check_output_path(out: Path) -> None:
         raise UserError(f"Cannot write {out}: the folder {parent} is not writable.")
 
 
-def export(frame: pd.DataFrame, fmt: str, out: Path | None = None, title: str | None = None) -> str | None:
+def with_notes(text: str, fmt: str, notes: list[str] | None) -> str:
+    """Append ``notes`` (e.g. the threat model) under a table in the human formats (md, latex, table)."""
+    if not notes or fmt not in ("md", "latex", "table"):
+        return text
+    if fmt == "md":
+        return text + "\n" + "\n".join(f"_{note}_" for note in notes) + "\n"
+    if fmt == "latex":
+        return text + "\n".join(f"\\par\\footnotesize {latex_escape(note)}" for note in notes) + "\n"
+    return text + "\n".join(notes) + "\n"
+
+
+def export(frame: pd.DataFrame, fmt: str, out: Path | None = None, title: str | None = None,
+           notes: list[str] | None = None) -> str | None:
     """Write the frame to ``out`` atomically in ``fmt``, or return its text when ``out`` is None.
 
-    ``parquet`` needs ``out``. The frame is written as it is (no index).
+    ``parquet`` needs ``out``. The frame is written as it is (no index); ``notes`` follow the table in Markdown,
+    LaTeX and plain tables (the data formats carry the threat model in their rows).
     """
     check_format(fmt)
     if out is None:
         if fmt == "parquet":
             raise UserError("Format parquet is binary; give an output file with --out.")
-        return render_text(frame, fmt, title)
+        return with_notes(render_text(frame, fmt, title), fmt, notes)
     out = Path(out)
     check_output_path(out)
     try:
@@ -181,7 +194,7 @@ def export(frame: pd.DataFrame, fmt: str, out: Path | None = None, title: str | 
             table_frame.columns = [str(c) for c in table_frame.columns]
             atomic_write(out, lambda tmp: table_frame.to_parquet(tmp, index=False))
         else:
-            atomic_write_bytes(out, render_text(frame, fmt, title).encode())
+            atomic_write_bytes(out, with_notes(render_text(frame, fmt, title), fmt, notes).encode())
     except OSError as exc:
         raise UserError(f"Cannot write {out}: {exc.strerror or exc}.") from exc
     return None

@@ -143,6 +143,19 @@ def _view_markdown(frame: pd.DataFrame, view: str, missing: str) -> str:
         return missing
 
 
+def _paper_attacks_markdown(frame: pd.DataFrame) -> list[str]:
+    """The paper's attack table (each attack at its highest budget) and the threat-model notes, as report lines."""
+    from robustbench_rpc.reporting.paper import threat_model_notes
+
+    notes = threat_model_notes(frame)
+    if not notes:
+        return []
+    table = _view_markdown(frame, "paper-attacks", "")
+    lines = ["The paper's attack table (robust top-1, each attack at the highest budget it was run at):", "",
+             table, ""] if table else []
+    return lines + [f"_{note}_" for note in notes] + [""]
+
+
 def comparison_markdown(
     baseline: str, comparison: pd.DataFrame | str, resamples: int, seed: int, level: float = 0.95
 ) -> str:
@@ -221,6 +234,7 @@ def render_report(
         "",
         _view_markdown(frame, "attacks", "No attack cells in the results."),
         "",
+        *_paper_attacks_markdown(frame),
         "## Audit",
         "",
         audit_markdown(audit),

@@ -113,6 +113,8 @@ def paper_view(frame: pd.DataFrame) -> pd.DataFrame:
     """
     import pandas as pd
 
+    from robustbench_rpc.reporting.paper import paper_labels
+
     _nonempty(frame, "paper")
     frame = frame.assign(family=frame["dataset"].map(dataset_family))
     models = _model_order(frame)
@@ -136,6 +138,7 @@ def paper_view(frame: pd.DataFrame) -> pd.DataFrame:
         wide = worst.pivot_table(index="model_label", columns="column", values="value", aggfunc="mean")
         for column in dict.fromkeys(worst["column"]):
             out[column] = out["model"].map(wide[column])
+    out["model"] = out["model"].map(paper_labels(frame))  # the paper's row labels, from the model options
     return out
 
 
@@ -199,11 +202,17 @@ def attacks_view(frame: pd.DataFrame, metric: str = "robust_top1") -> pd.DataFra
     tidy view keeps the float.
 
     ``worst-case of ...`` rows (several attacks at one budget) count a sample robust only if every attack listed
-    failed on it: the robust accuracy to quote.
+    failed on it: the robust accuracy to quote. Cells run with several seeds read ``mean ± std`` over the seeds.
     """
+    from robustbench_rpc.reporting.paper import without_seed
+
     rows = frame[(frame["condition"] == "attack") & (frame["metric"] == metric)]
     _nonempty(rows, "attacks")
     models = _model_order(rows)
+    seeded = rows["variant"].map(without_seed)
+    several_seeds = bool((rows.assign(v=seeded).groupby(["model_label", "name", "norm", "eps", "v"], dropna=False)
+                          .size() > 1).any())
+    rows = rows.assign(variant=seeded)
     rows = rows.assign(
         attack=_attack_text(rows),
         norm=rows["norm"].fillna("").astype(str),
@@ -215,7 +224,16 @@ def attacks_view(frame: pd.DataFrame, metric: str = "robust_top1") -> pd.DataFra
     if (qualifier != "").any():
         rows = rows.assign(variant=qualifier)
         index.append("variant")
-    wide = _pivot_models(rows, index, models)
+    if several_seeds:
+        from robustbench_rpc.reporting.paper import mean_std_text
+
+        wide = (rows.groupby([*index, "model_label"], sort=False, dropna=False)["value"]
+                .agg(lambda v: mean_std_text(list(v))).unstack("model_label"))
+        wide = wide.reindex(columns=[m for m in models if m in wide.columns])
+        wide.columns.name = None
+        wide = wide.reset_index()
+    else:
+        wide = _pivot_models(rows, index, models)
     return wide.sort_values(index, kind="stable").drop(columns="_eps").reset_index(drop=True)
 
 
@@ -225,8 +243,16 @@ def tidy_view(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def paper_attacks_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """The paper's attack table: one row per model, one column per attack at its highest budget."""
+    from robustbench_rpc.reporting.paper import paper_attacks_view as view
+
+    return view(frame)
+
+
 VIEWS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
     "paper": paper_view,
+    "paper-attacks": paper_attacks_view,
     "corruptions": corruptions_view,
     "severity": severity_view,
     "attacks": attacks_view,
