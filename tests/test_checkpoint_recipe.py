@@ -10,6 +10,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from clirun import run_cli
 
 from robustbench_rpc.errors import UserError
 from robustbench_rpc.models.checkpoint import sha256_of
@@ -68,18 +69,6 @@ def reference_logits(sd: dict[str, torch.Tensor], x: torch.Tensor, heads: int) -
     h = F.layer_norm(h, (width,), p["norm.weight"], p["norm.bias"], eps=1e-6)
     return h[:, 0] @ p["head.weight"].T + p["head.bias"]
 
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    from robustbench_rpc.cli.app import main
-
-    code = 0
-    try:
-        main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _save(tmp_path, sd, **args) -> str:

@@ -9,22 +9,11 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-
-from robustbench_rpc.cli.app import main
+from clirun import run_cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "parity"
 SYMVIT_CKPT = FIXTURES / "symvit" / "symvit_parity_checkpoint.pth"
 
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_models_list_json_has_both_families(capsys):

@@ -6,23 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from clirun import run_cli
 
-from robustbench_rpc.cli.app import main
 from robustbench_rpc.demo.train import SHIPPED, embedded_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kpca"
 RPC = SHIPPED["rpc_symvit"][0]
 
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from clirun import run_cli
 
-from robustbench_rpc.cli.app import main
 from robustbench_rpc.errors import UserError
 from robustbench_rpc.models.wrapper import load_model
 
@@ -40,16 +40,6 @@ def load_case(name: str, dtype: torch.dtype) -> tuple[torch.nn.Module, dict, dic
     ref = torch.load(FIXTURES / case["outputs"][key])
     return model, inputs, ref
 
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])

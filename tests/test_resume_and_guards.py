@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from clirun import run_cli
 from datagen import make_imagefolder
 
 import robustbench_rpc
 from robustbench_rpc.api import attack
-from robustbench_rpc.cli.app import main
 from robustbench_rpc.demo.train import embedded_checkpoint
 from robustbench_rpc.errors import UserError
 from robustbench_rpc.models.wrapper import check_normalization
@@ -62,15 +62,7 @@ def make(**kwargs):
 '''
 
 
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in this process; return (exit code, stdout, stderr)."""
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+cli = run_cli
 
 
 @pytest.fixture()
@@ -132,24 +124,31 @@ class KilledError(Exception):
     """Stands in for a kill: raised by the journal after some batches were written."""
 
 
+def killed_after_batches(monkeypatch, batches: int, run) -> None:
+    """Call ``run()`` with the journal raising :class:`KilledError` once ``batches`` batches are kept."""
+    original_add = BatchJournal.add
+    kept = {"n": 0}
+
+    def add_then_die(self, number, payload):
+        if kept["n"] == batches:
+            raise KilledError
+        kept["n"] += 1
+        original_add(self, number, payload)
+
+    monkeypatch.setattr(BatchJournal, "add", add_then_die)
+    with pytest.raises(KilledError):
+        run()
+    monkeypatch.setattr(BatchJournal, "add", original_add)
+
+
 def test_attack_cell_resumes_from_its_journal(tmp_path, monkeypatch):
     common = {"attacks": "pgd", "eps": "4/255", "dataset": "digits", "limit": 24, "batch_size": 8,
               "progress": False, "device": "cpu", "attack_options": {"steps": 3}}
     uninterrupted = attack("symvit_digits_patch8_32", SYMVIT, out=tmp_path / "ref", **common)
     assert uninterrupted.resumed_batches == 0
-    original_add = BatchJournal.add
-    calls = {"add": 0, "attack": 0}
-
-    def add_then_die(self, number, payload):
-        if calls["add"] == 2:
-            raise KilledError
-        calls["add"] += 1
-        original_add(self, number, payload)
-
-    monkeypatch.setattr(BatchJournal, "add", add_then_die)
-    with pytest.raises(KilledError):
-        attack("symvit_digits_patch8_32", SYMVIT, out=tmp_path / "r", **common)
-    monkeypatch.setattr(BatchJournal, "add", original_add)
+    killed_after_batches(monkeypatch, 2, lambda: attack("symvit_digits_patch8_32", SYMVIT, out=tmp_path / "r",
+                                                        **common))
+    calls = {"attack": 0}
     import robustbench_rpc.attacks as attacks_pkg
 
     real = attacks_pkg.run_attack
@@ -333,19 +332,8 @@ def test_corrupt_cell_warning_is_one_plain_sentence(tmp_path, capsys):
 def test_force_drops_the_journal_and_finished_journals_are_pruned(tmp_path, monkeypatch):
     common = {"attacks": "fgsm", "eps": "4/255", "dataset": "digits", "limit": 24, "batch_size": 8,
               "progress": False, "device": "cpu"}
-    original_add = BatchJournal.add
-    added = {"n": 0}
-
-    def add_then_die(self, number, payload):
-        if added["n"] == 2:
-            raise KilledError
-        added["n"] += 1
-        original_add(self, number, payload)
-
-    monkeypatch.setattr(BatchJournal, "add", add_then_die)
-    with pytest.raises(KilledError):
-        attack("symvit_digits_patch8_32", SYMVIT, out=tmp_path / "r", **common)
-    monkeypatch.setattr(BatchJournal, "add", original_add)
+    killed_after_batches(monkeypatch, 2, lambda: attack("symvit_digits_patch8_32", SYMVIT, out=tmp_path / "r",
+                                                        **common))
     assert len(journal_directories(tmp_path / "r")) == 1
     forced = attack("symvit_digits_patch8_32", SYMVIT, out=tmp_path / "r", force=True, **common)
     assert forced.resumed_batches == 0 and journal_directories(tmp_path / "r") == []
