@@ -59,9 +59,9 @@ def test_paper_attacks_view_highest_budget_seeds_and_threat_models(frame):
 
 def test_attacks_view_shows_mean_and_std_over_seeds(frame):
     view = build_view(frame[frame["variant"].str.contains('"pixel"')], "attacks")
-    pgd4 = view[(view["attack"] == "pgd") & (view["eps_255"] == 4.0)]
+    pgd4 = view[(view["attack"] == "pgd") & (view["eps"] == "4/255")]
     assert pgd4["symvit_tiny_patch16_224"].tolist() == ["15.00 ± 7.07"]
-    pgd1 = view[(view["attack"] == "pgd") & (view["eps_255"] == 1.0)]
+    pgd1 = view[(view["attack"] == "pgd") & (view["eps"] == "1/255")]
     assert pgd1["symvit_tiny_patch16_224"].tolist() == [50.0]  # one seed: the number itself
 
 
