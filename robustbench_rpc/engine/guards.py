@@ -40,13 +40,11 @@ def check_finite(logits: Tensor, spec: CellSpec, number: int, sample_ids: Sequen
     )
 
 
-def check_readable(spec: CellSpec, loaded: int, skipped: Sequence[tuple[str, str]], total: int) -> None:
-    """Raise :class:`NoReadableImagesError` when a dataset of ``total`` files yielded no image at all."""
-    if loaded > 0 or total == 0:
-        return
-    reasons = sorted({reason.split(" (")[0] for _, reason in skipped})
-    why = f" ({'; '.join(reasons[:3])})" if reasons else ""
-    raise NoReadableImagesError(
+def no_readable_images(spec: CellSpec, reasons: Sequence[str], total: int) -> NoReadableImagesError:
+    """The error for a dataset of ``total`` files of which none could be read (``reasons``: why they were skipped)."""
+    kinds = sorted({reason.split(" (")[0] for reason in reasons})
+    why = f" ({'; '.join(kinds[:3])})" if kinds else ""
+    return NoReadableImagesError(
         f"None of the {total} image(s) of {spec.dataset} could be read{why}, so {spec.slug()} was not created; "
         "check the folder holds images PIL can open."
     )

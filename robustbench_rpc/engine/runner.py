@@ -33,7 +33,7 @@ from robustbench_rpc.engine.distributed import (
     gather_to_main,
     sample_shard_rank,
 )
-from robustbench_rpc.engine.guards import NonFiniteOutputError, check_finite, check_readable
+from robustbench_rpc.engine.guards import NonFiniteOutputError, check_finite, no_readable_images
 from robustbench_rpc.engine.records import records_frame, records_from_logits
 from robustbench_rpc.engine.sources import BatchSource, LoaderOptions
 from robustbench_rpc.results.journal import BatchJournal
@@ -289,7 +289,7 @@ class Engine:
                 journal.discard()  # a broken model's batches, or empty ones: of no use to a later run
             if failed:
                 raise failure if failure is not None else NonFiniteOutputError(failed[0])
-            check_readable(specs[0], 0, [("", r) for _, _, rs in shared for r in rs], len(source))
+            raise no_readable_images(specs[0], [r for _, _, rs in shared for r in rs], len(source))
         return parts, journal
 
     @staticmethod

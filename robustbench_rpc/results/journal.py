@@ -103,6 +103,14 @@ class BatchJournal:
             self.directory.parent.rmdir()
 
 
+def _header_cells(directory: Path) -> list[str]:
+    """The cell keys a journal's header names (none when the header is missing or unreadable)."""
+    try:
+        return list(json.loads((directory / _HEADER).read_text())["cells"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
 def _cell_finished(results_root: Path, key: str) -> bool:
     return any((results_root / "cells").glob(f"*-{key}.parquet")) or \
         any((results_root / "parts").glob(f"*-{key}.part*.parquet"))
@@ -117,10 +125,7 @@ def prune_journals(results_root: str | Path) -> list[Path]:
     root = Path(results_root)
     removed = []
     for directory in journal_directories(root):
-        try:
-            cells = json.loads((directory / _HEADER).read_text())["cells"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+        cells = _header_cells(directory)
         if cells and all(_cell_finished(root, key) for key in cells):
             shutil.rmtree(directory, ignore_errors=True)
             removed.append(directory)
@@ -134,9 +139,5 @@ def drop_journals(results_root: str | Path, cell_keys: Sequence[str]) -> None:
     """Remove the journals of passes over any of ``cell_keys`` (``--force``: those cells are computed anew)."""
     wanted = set(cell_keys)
     for directory in journal_directories(results_root):
-        try:
-            cells = set(json.loads((directory / _HEADER).read_text())["cells"])
-        except (OSError, ValueError, KeyError, TypeError):
-            cells = set()
-        if cells & wanted:
+        if wanted & set(_header_cells(directory)):
             shutil.rmtree(directory, ignore_errors=True)

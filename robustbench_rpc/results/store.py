@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from robustbench_rpc.atomic import TEMP_PREFIX, atomic_write, atomic_write_bytes
 from robustbench_rpc.errors import UserError
+from robustbench_rpc.results.journal import journal_directories
 from robustbench_rpc.results.schema import SCHEMA_VERSION, CellSpec, required_columns
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -176,7 +177,7 @@ class ResultsStore:
         """Remove temporary files left by writers that died (older than ``max_age_s``); return them."""
         removed = []
         now = time.time()
-        journals = sorted((self.root / "journal").glob("*")) if (self.root / "journal").is_dir() else []
+        journals = journal_directories(self.root)
         for directory in (self.root, self.cells_dir, self.runs_dir, self.parts_dir, *journals):
             if not directory.is_dir():
                 continue
@@ -241,7 +242,7 @@ class ResultsStore:
         others = [e for e in self.manifest.get("runs", []) if e.get("run_id") != run_id]
         has_results = any(self.cells_dir.glob("*.parquet")) or \
             (self.parts_dir.is_dir() and any(self.parts_dir.glob("*.parquet")))
-        has_results = has_results or (self.root / "journal").is_dir()  # finished batches of other passes
+        has_results = has_results or bool(journal_directories(self.root))  # finished batches of other passes
         if created and not others and not has_results:
             import shutil
 
