@@ -18,6 +18,12 @@ def run_command(
                                           "estimated from a short throughput probe; run nothing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute cells that are already finished.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    shard: Annotated[str | None, typer.Option("--shard", help="Run shard i of n (0-based, e.g. 0/4) of every "
+                                              "call into this shard's own --out; combine the shards with "
+                                              "`robustbench-rpc merge`, then `run SPEC --out MERGED` writes the "
+                                              "tables (nothing is recomputed).")] = None,
+    shard_by: Annotated[str, typer.Option("--shard-by", help="How --shard splits each call: cells (default) or "
+                                          "samples (as evaluate --shard-by).")] = "cells",
 ) -> None:
     """Run every cell of a benchmark spec once into one results directory, then write its tables, plots and report."""
     from robustbench_rpc.errors import UserError
@@ -35,5 +41,5 @@ def run_command(
         raise UserError("run needs --out DIR (the results directory), or --dry-run to only print the plan.")
     from robustbench_rpc.spec.run import run_spec
 
-    run_spec(loaded, out, force=force, progress=not quiet,
+    run_spec(loaded, out, force=force, shard=shard, shard_by=shard_by, progress=not quiet,
              command_line=list(sys.argv), log=lambda line: typer.echo(line))

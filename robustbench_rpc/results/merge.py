@@ -135,7 +135,11 @@ def missing_shards(position_slugs: list[tuple[int, str]], count: int | None) -> 
 
 def merge_results(dirs: Sequence[str | Path], out: str | Path, *, allow_partial: bool = False,
                   command_line: Sequence[str] | None = None) -> MergeReport:
-    """Combine shard results directories into ``out``; refuse different models or plans, report missing cells."""
+    """Combine shard results directories into ``out``; refuse different models or plans, report missing cells.
+
+    Shards of a benchmark spec (``run SPEC --shard i/n``: several models and plans in each directory) are merged
+    plan by plan; they must come from the same spec file (same SHA-256).
+    """
     if not dirs:
         raise UserError("merge needs at least one results directory.")
     out = Path(out)
@@ -144,6 +148,76 @@ def merge_results(dirs: Sequence[str | Path], out: str | Path, *, allow_partial:
         if Path(d).resolve() == out.resolve():
             raise UserError(f"--out {out} is also one of the directories to merge; choose a new directory.")
         stores.append(ResultsStore(d))
+    groups = _spec_groups(stores) if _spec_of(stores[0]) else [_one_plan(stores)]
+    shard_by = _check_one_split(stores)
+    report = MergeReport(out, ",".join(plan["hash"] for plan, _ in groups), shard_by)
+    absent = missing_spec_shards(stores) if _spec_of(stores[0]) else []
+    if absent and not allow_partial:
+        raise UserError(f"No directory holds shard(s) {', '.join(absent)} of the spec run: a call whose cells "
+                        f"all fall in those shards would be missed unnoticed; merge every shard's directory, or "
+                        f"pass --allow-partial to merge what exists.")
+    report.ignored += [f"shard {label} (no directory given)" for label in absent]
+    report.shards = [f"{store.root} ({_shard_label(_plans(store))})" for store in stores]
+    gathered = [_gather(stores, plan, shard_by, report, allow_partial) for plan, _ in groups]
+    _note_unplanned(stores, {key for plan, _ in groups for key, _ in _planned(plan)}, report)
+    planned_total = sum(len(plan["cells"]) for plan, _ in groups)
+    if report.missing and not allow_partial:
+        names = ", ".join(m["slug"] for m in report.missing[:8]) + (" ..." if len(report.missing) > 8 else "")
+        shards = sorted({m["shard"] for m in report.missing if m["shard"]})
+        where = f" (from shard(s) {', '.join(shards)})" if shards else ""
+        raise UserError(f"{len(report.missing)} of {planned_total} planned cell(s) are in none of the shards"
+                        f"{where}: {names}; run the missing shards, or pass --allow-partial to merge what exists.")
+    missing_keys = {m["key"] for m in report.missing}
+    assembled = [{key: assemble_cell(parts[key], plan) for key, _ in _planned(plan)  # checked before writing
+                  if key not in found and key in parts and key not in missing_keys}
+                 for (plan, _), (found, parts) in zip(groups, gathered, strict=True)]
+    target = ResultsStore(out, create=True, allow_mixed=len(groups) > 1)
+    for _, identity in groups:
+        target.check_compatible(identity)
+    for store in stores:
+        for run in store.runs():
+            target.import_run(run)
+    for (plan, identity), (found, parts), built in zip(groups, gathered, assembled, strict=True):
+        for key, _slug in _planned(plan):
+            cell = found.get(key)
+            if cell is not None:
+                atomic_write_bytes(target.cell_path(cell.spec), Path(cell.path).read_bytes())
+                report.copied.append(cell.spec.slug())
+            elif key in built:
+                spec = parts[key][0].file.spec
+                records, provenance, extra = built[key]
+                target.write_cell(spec, records, provenance, extra=extra)
+                report.copied.append(spec.slug())
+        complete = not any(m["key"] in {k for k, _ in _planned(plan)} for m in report.missing)
+        merge_record = {
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command_line": list(command_line if command_line is not None else sys.argv),
+            "versions": package_versions(),
+            "merge": {"sources": [str(s.root) for s in stores], "complete": complete,
+                      "missing": [m for m in report.missing if m["plan"] == plan["hash"]],
+                      "copied": len(report.copied)},
+            "plan": {**plan, "shard": None, "shard_by": None} if complete
+            else {**plan, "shard": "partial-merge", "shard_by": shard_by},
+            **({"spec": _spec_of(stores[0])} if len(groups) > 1 or _spec_of(stores[0]) else {}),
+        }
+        target.start_run(merge_record, model=identity)
+    return report
+
+
+def _note_unplanned(stores: Sequence[ResultsStore], planned_keys: set[str], report: MergeReport) -> None:
+    """Note the cells and parts that belong to none of the merged plans (they are not copied)."""
+    for store in stores:
+        for file in [*store.cell_files(), *store.part_files()]:
+            if file.spec.key() not in planned_keys:
+                report.ignored.append(f"{file.path} (not in the plan)")
+
+
+def _planned(plan: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(c["key"], c["slug"]) for c in plan["cells"]]
+
+
+def _one_plan(stores: Sequence[ResultsStore]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The plan and model of shards of one command: one model and one plan in every directory, the same in all."""
     identity: dict[str, Any] | None = None
     plan: dict[str, Any] | None = None
     for store in stores:
@@ -171,21 +245,62 @@ def merge_results(dirs: Sequence[str | Path], out: str | Path, *, allow_partial:
                             f"seed, batch size or precision: plan {plan['hash'][:12]} vs "
                             f"{plans[0]['hash'][:12]}); run every shard with the same arguments.")
     assert identity is not None and plan is not None
-    shard_by = _check_one_split(stores)
-    planned = [(c["key"], c["slug"]) for c in plan["cells"]]
+    return plan, identity
+
+
+def _spec_of(store: ResultsStore) -> dict[str, Any] | None:
+    """The benchmark spec (path, SHA-256, name) that the runs of ``store`` name, if any."""
+    specs = [run["spec"] for run in store.runs() if isinstance(run.get("spec"), dict)]
+    return specs[0] if specs else None
+
+
+def _spec_groups(stores: Sequence[ResultsStore]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Every plan of the shards of one benchmark spec, with its model, in the order the runs were made."""
+    first = _spec_of(stores[0])
+    assert first is not None
+    groups: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for store in stores:
+        spec = _spec_of(store)
+        if spec is None or spec.get("sha256") != first.get("sha256"):
+            other = "no spec" if spec is None else f"spec {spec.get('path')} (sha256 {str(spec.get('sha256'))[:12]})"
+            raise UserError(f"Shards {stores[0].root} and {store.root} come from different runs: "
+                            f"{first.get('path')} (sha256 {str(first.get('sha256'))[:12]}) vs {other}; merge the "
+                            f"shards of one spec file.")
+        for run in store.runs():
+            plan = run.get("plan")
+            if isinstance(plan, dict) and isinstance(run.get("model"), dict):
+                groups.setdefault(plan["hash"], (plan, run["model"]))
+    if not groups:
+        raise UserError(f"Results directory {stores[0].root} records no plan; it cannot be merged safely.")
+    return list(groups.values())
+
+
+def missing_spec_shards(stores: Sequence[ResultsStore]) -> list[str]:
+    """The shards ``i/n`` of a spec's split that none of ``stores`` ran (their calls' plans cannot be known)."""
+    seen = {str(p.get("shard")) for store in stores for p in _plans(store) if p.get("shard")}
+    counts = _shard_counts(stores)
+    if len(counts) != 1:
+        return []
+    n = next(iter(counts))
+    return [f"{i}/{n}" for i in range(n) if f"{i}/{n}" not in seen]
+
+
+def _gather(stores: Sequence[ResultsStore], plan: dict[str, Any], shard_by: str, report: MergeReport,
+            allow_partial: bool) -> tuple[dict[str, Any], dict[str, list[StoredPart]]]:
+    """Find the finished cells (and, for sample shards, the parts) of one plan; note its missing cells."""
+    planned = _planned(plan)
     planned_keys = {k for k, _ in planned}
     found: dict[str, Any] = {}
-    report = MergeReport(out, plan["hash"], shard_by)
     for store in stores:
-        report.shards.append(f"{store.root} ({_shard_label(_plans(store))})")
         for cell in store.cell_files():
             key = cell.spec.key()
-            if key not in planned_keys:
-                report.ignored.append(f"{cell.path} (not in the plan)")
-            else:
+            if key in planned_keys:
                 found.setdefault(key, cell)
+    before = len(report.missing)
     if shard_by == "samples":
-        parts = _collect_parts(stores, planned_keys, report)
+        scratch = MergeReport(report.out, plan["hash"], shard_by)
+        parts = _collect_parts(stores, planned_keys, scratch)
+        report.ignored += [e for e in scratch.ignored if not e.endswith("(not in the plan)")]
         _missing_parts(planned, found, parts, _sample_count(stores), report, allow_partial)
     else:
         parts = {}
@@ -195,41 +310,9 @@ def merge_results(dirs: Sequence[str | Path], out: str | Path, *, allow_partial:
             if key not in found:
                 report.missing.append({"key": key, "slug": slug, "position": position,
                                        "shard": f"{position % count}/{count}" if count else None})
-    if report.missing and not allow_partial:
-        names = ", ".join(m["slug"] for m in report.missing[:8]) + (" ..." if len(report.missing) > 8 else "")
-        shards = sorted({m["shard"] for m in report.missing if m["shard"]})
-        where = f" (from shard(s) {', '.join(shards)})" if shards else ""
-        raise UserError(f"{len(report.missing)} of {len(planned)} planned cell(s) are in none of the shards"
-                        f"{where}: {names}; run the missing shards, or pass --allow-partial to merge what exists.")
-    missing_keys = {m["key"] for m in report.missing}
-    assembled = {key: assemble_cell(parts[key], plan) for key, _ in planned  # checked before anything is written
-                 if key not in found and key in parts and key not in missing_keys}
-    target = ResultsStore(out, create=True)
-    target.check_compatible(identity)
-    for store in stores:
-        for run in store.runs():
-            target.import_run(run)
-    for key, _slug in planned:
-        cell = found.get(key)
-        if cell is not None:
-            atomic_write_bytes(target.cell_path(cell.spec), Path(cell.path).read_bytes())
-            report.copied.append(cell.spec.slug())
-        elif key in assembled:
-            spec = parts[key][0].file.spec
-            records, provenance, extra = assembled[key]
-            target.write_cell(spec, records, provenance, extra=extra)
-            report.copied.append(spec.slug())
-    merge_record = {
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command_line": list(command_line if command_line is not None else sys.argv),
-        "versions": package_versions(),
-        "merge": {"sources": [str(s.root) for s in stores], "complete": report.complete,
-                  "missing": report.missing, "copied": len(report.copied)},
-        "plan": {**plan, "shard": None, "shard_by": None} if report.complete
-        else {**plan, "shard": "partial-merge", "shard_by": shard_by},
-    }
-    target.start_run(merge_record, model=identity)
-    return report
+    for entry in report.missing[before:]:
+        entry["plan"] = plan["hash"]
+    return found, parts
 
 
 def _missing_parts(planned: list[tuple[str, str]], found: dict[str, Any], parts: dict[str, list[StoredPart]],

@@ -5,9 +5,9 @@ Each model variant (a ``[[models]]`` entry, times its grid) gets one :func:`robu
 arguments the equivalent command line would give: the records are those of the separate commands (tested). All go
 into one results directory, which makes the run resumable (finished cells are skipped) and shardable (``--shard``
 passes to every call); every cell's provenance names the spec (path, SHA-256, name). Then the tables (Markdown and
-LaTeX), the plots and the report are written into the same directory. Under torchrun rank 0 alone reports and
-writes the outputs; distributed spec runs are not reliable yet (one trial hung in its second call), and
-``--shard`` runs of a spec cannot be merged afterwards (``merge`` takes one model and one plan per directory).
+LaTeX), the plots and the report are written into the same directory. Under torchrun the spec joins the process
+group once for all its calls, and rank 0 alone reports and writes the outputs. ``--shard i/n`` runs of a spec
+are merged plan by plan by ``robustbench-rpc merge`` (it recognises the spec's runs by the spec's SHA-256).
 """
 
 from __future__ import annotations
@@ -199,20 +199,39 @@ def run_spec(spec: BenchmarkSpec, out: str | Path, *, force: bool = False, shard
     are written: merge the shards' directories first (``robustbench-rpc merge``), then ``run`` again without
     ``--shard`` writes them from the finished cells.
     """
-    import os
+    from robustbench_rpc.engine.distributed import CollectiveError, init_distributed, shutdown
 
-    from robustbench_rpc.api import attack, evaluate
-
-    if os.environ.get("RANK", "0") != "0":  # under torchrun: every rank runs the calls, rank 0 reports and writes
-        def log(_: str) -> None:
-            return None
-
-        shard_outputs = False
-    else:
-        shard_outputs = shard is None
     calls = validate(spec)
     options = run_kwargs(spec, force=force, shard=shard, shard_by=shard_by, progress=progress,
                          command_line=command_line)
+    # Under torchrun the spec joins the process group once for all its calls (each call finds it and leaves it
+    # alone): a group created, destroyed and created again on torchrun's store hangs in the second call.
+    ctx, _ = init_distributed(options["device"])
+    try:
+        summaries = _run_calls(calls, out, options, shard, log if ctx.is_main else _silent)
+        if ctx.is_main and shard is None:
+            written = write_outputs(spec, Path(out))
+            log(f"Wrote {', '.join(str(p) for p in written)}")
+        elif ctx.is_main:
+            log(f"Shard {shard} is in {out}. When every shard has run: robustbench-rpc merge SHARD_DIRS --out "
+                f"MERGED, then robustbench-rpc run {spec.path}"
+                f" --out MERGED writes the tables (nothing is recomputed).")
+    except BaseException as exc:
+        shutdown(ctx, finished=isinstance(exc, CollectiveError))
+        raise
+    shutdown(ctx)  # the other ranks wait here while rank 0 writes the outputs
+    return summaries
+
+
+def _silent(_: str) -> None:
+    """The log of the ranks other than 0 (rank 0 reports)."""
+
+
+def _run_calls(calls: list[Call], out: str | Path, options: dict[str, Any], shard: str | None,
+               log: Callable[[str], None]) -> list[Any]:
+    """Run the plan's calls in order into ``out``; a call with nothing in this shard is skipped."""
+    from robustbench_rpc.api import attack, evaluate
+
     summaries = []
     for number, call in enumerate(calls, 1):
         log(f"[{number}/{len(calls)}] {variant_name(call.variant)}: {call.describe()}")
@@ -225,9 +244,6 @@ def run_spec(spec: BenchmarkSpec, out: str | Path, *, force: bool = False, shard
                 continue
             raise UserError(f"{call.describe()} of {variant_name(call.variant)} ({call.where}): {exc}") from None
         log(f"    {summaries[-1]}")
-    if shard_outputs:
-        written = write_outputs(spec, Path(out))
-        log(f"Wrote {', '.join(str(p) for p in written)}")
     return summaries
 
 
