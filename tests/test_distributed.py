@@ -217,3 +217,22 @@ def test_non_finite_logits_on_one_rank_stop_every_rank_with_one_sentence(tmp_pat
         assert err.startswith("Error: Model nan_model:make returned non-finite logits (NaN or inf) for 8 of 8 "), err
         assert "Traceback" not in err
     assert not (tmp_path / "r").exists()  # the run created it and stored nothing: removed again
+
+
+def test_torchrun_audit_makes_several_runs_in_one_process_group(tmp_path, one_thread, capsys):
+    """The audit's attack calls and probe share one group (re-creating it per call hung); records as one process."""
+    from clirun import run_cli
+
+    args = ["audit", "-m", MODEL, "-c", CHECKPOINT, "--dataset", "digits", "--quick", "--limit", "16", "--eps",
+            "4/255", "--checks", "single-step-beats-iterative,unstable-predictions", "--device", "cpu", "-q"]
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "-m", "robustbench_rpc", *args, "--out", str(tmp_path / "dist")]
+    done = subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("check(s) flagged") == 1  # rank 0 alone judges and reports
+    code, _, err = run_cli(capsys, *args, "--out", str(tmp_path / "single"))
+    assert code == 0, err
+    a, b = _records(tmp_path / "dist"), _records(tmp_path / "single")
+    assert sorted(a) == sorted(b) and len(a) == 5  # fgsm, pgd, the probe and the two check cells
+    for key in a:
+        assert a[key].equals(b[key]), key

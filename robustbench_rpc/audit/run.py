@@ -79,6 +79,7 @@ class AuditSummary:
     lowest: list[dict[str, Any]]
     cells_run: int = 0
     cells_reused: int = 0
+    rank: int = 0  # under torchrun the ranks other than 0 return no verdicts (rank 0 judges and reports)
 
 
 def unbounded_eps(norm: str, input_size: Sequence[int]) -> float:
@@ -197,6 +198,27 @@ def audit(
 
 def _execute(settings: AuditSettings, runs: list[AttackRun], model_kwargs: dict[str, Any],
              data_kwargs: dict[str, Any], surrogate: Any, run_options: dict[str, Any], out: Path) -> AuditSummary:
+    from robustbench_rpc.engine.distributed import process_group
+
+    with process_group(run_options.get("device")) as ctx:  # under torchrun: one group for all the audit's runs
+        written, skipped, specs = _attack_and_probe(settings, runs, model_kwargs, data_kwargs, surrogate,
+                                                    run_options, out)
+        if not specs:
+            raise UserError("The selected checks need no attack or probe; choose other --checks.")
+        if not ctx.is_main:  # rank 0 reads the cells it wrote, judges and writes the check cells
+            return AuditSummary(out, [], [], written, skipped, rank=ctx.rank)
+        from robustbench_rpc.audit.evidence import gather_cells, write_check_cells
+
+        cells, probe = gather_cells(out, specs[0], settings.norm, data_kwargs["dataset"])
+        results = evaluate_checks(settings, cells, probe)
+        write_check_cells(out, specs[0], settings, results)
+    return AuditSummary(out, results, lowest_found(cells, settings.eps), written, skipped)
+
+
+def _attack_and_probe(settings: AuditSettings, runs: list[AttackRun], model_kwargs: dict[str, Any],
+                      data_kwargs: dict[str, Any], surrogate: Any, run_options: dict[str, Any],
+                      out: Path) -> tuple[int, int, list[Any]]:
+    """Run the audit's attacks and its stability probe; return the cells written, skipped and their specs."""
     from robustbench_rpc.api import attack
 
     written, skipped, specs = 0, 0, []
@@ -207,20 +229,12 @@ def _execute(settings: AuditSettings, runs: list[AttackRun], model_kwargs: dict[
                          surrogate=surrogate, **run_options)
         written, skipped = written + len(summary.written), skipped + len(summary.skipped)
         specs.extend([*summary.written, *summary.skipped])
-    probe = None
     if settings.wants("unstable-predictions"):
         print("audit: stability probe", file=sys.stderr)
         probe_summary = _probe(settings, model_kwargs, data_kwargs, run_options, out)
         written, skipped = written + len(probe_summary.written), skipped + len(probe_summary.skipped)
         specs.extend([*probe_summary.written, *probe_summary.skipped])
-    from robustbench_rpc.audit.evidence import gather_cells, write_check_cells
-
-    if not specs:
-        raise UserError("The selected checks need no attack or probe; choose other --checks.")
-    cells, probe = gather_cells(out, specs[0], settings.norm, data_kwargs["dataset"])
-    results = evaluate_checks(settings, cells, probe)
-    write_check_cells(out, specs[0], settings, results)
-    return AuditSummary(out, results, lowest_found(cells, settings.eps), written, skipped)
+    return written, skipped, specs
 
 
 def _probe(settings: AuditSettings, model_kwargs: dict[str, Any], data_kwargs: dict[str, Any],

@@ -86,6 +86,8 @@ def audit_command(
                     dataset=dataset, data=data, limit=limit, subset=subset, labels_file=labels, class_list=classes,
                     surrogate=surrogate, batch_size=batch_size, device=device, seed=seed, force=force,
                     progress=not quiet)
+    if summary.rank != 0:  # distributed: rank 0 reports for everyone
+        return
     print_verdicts(summary, f"{model}: audit", norm)
     if fail_on_flag and any(r.status == "flag" for r in summary.results):
         raise typer.Exit(1)

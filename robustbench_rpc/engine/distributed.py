@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -136,6 +136,22 @@ def shutdown(ctx: DistContext, finished: bool = True) -> None:
             with contextlib.suppress(Exception):  # a peer that failed after the last collective reports its error
                 dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(device_name: str | None) -> Iterator[DistContext]:
+    """Join the torchrun process group once for a sequence of runs (each run finds the group and leaves it alone).
+
+    A group created, destroyed and created again on torchrun's store hangs in its second run, so a command that
+    makes several runs (a benchmark spec, an audit) holds the group around all of them.
+    """
+    ctx, _ = init_distributed(device_name)
+    try:
+        yield ctx
+    except BaseException as exc:
+        shutdown(ctx, finished=isinstance(exc, CollectiveError))
+        raise
+    shutdown(ctx)
 
 
 def all_gather(ctx: DistContext, obj: T) -> list[T]:

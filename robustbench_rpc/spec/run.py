@@ -199,27 +199,20 @@ def run_spec(spec: BenchmarkSpec, out: str | Path, *, force: bool = False, shard
     are written: merge the shards' directories first (``robustbench-rpc merge``), then ``run`` again without
     ``--shard`` writes them from the finished cells.
     """
-    from robustbench_rpc.engine.distributed import CollectiveError, init_distributed, shutdown
+    from robustbench_rpc.engine.distributed import process_group
 
     calls = validate(spec)
     options = run_kwargs(spec, force=force, shard=shard, shard_by=shard_by, progress=progress,
                          command_line=command_line)
-    # Under torchrun the spec joins the process group once for all its calls (each call finds it and leaves it
-    # alone): a group created, destroyed and created again on torchrun's store hangs in the second call.
-    ctx, _ = init_distributed(options["device"])
-    try:
+    with process_group(options["device"]) as ctx:  # the other ranks wait at its end while rank 0 writes
         summaries = _run_calls(calls, out, options, shard, log if ctx.is_main else _silent)
         if ctx.is_main and shard is None:
             written = write_outputs(spec, Path(out))
             log(f"Wrote {', '.join(str(p) for p in written)}")
         elif ctx.is_main:
             log(f"Shard {shard} is in {out}. When every shard has run: robustbench-rpc merge SHARD_DIRS --out "
-                f"MERGED, then robustbench-rpc run {spec.path}"
-                f" --out MERGED writes the tables (nothing is recomputed).")
-    except BaseException as exc:
-        shutdown(ctx, finished=isinstance(exc, CollectiveError))
-        raise
-    shutdown(ctx)  # the other ranks wait here while rank 0 writes the outputs
+                f"MERGED, then robustbench-rpc run {spec.path} --out MERGED writes the tables (nothing is "
+                f"recomputed).")
     return summaries
 
 
