@@ -418,6 +418,7 @@ def evaluate(
     jpeg: bool = False,
     corruption_rng: str = "cpu",
     ar_all_classes: bool = False,
+    seeds: Sequence[int] | str | None = None,
     **run_options: Any,
 ) -> RunSummary:
     """Evaluate a model on a suite (clean, imagenet-c, imagenet-a, imagenet-r, imagenet-o, folder, digits, digits-c,
@@ -426,6 +427,7 @@ def evaluate(
     ``paths`` maps dataset names (imagenet, imagenet-c, imagenet-a, imagenet-r, imagenet-o, folder) to directories
     (``imagenet-c`` may be ``"generated"`` to corrupt the validation images on the fly); ``data_root`` is searched
     for the usual sub-folders. ``run_options`` are :class:`RunOptions` fields (batch_size, device, seed, ...).
+    ``seeds`` runs every generated-corruption cell once per seed (tables show mean ± std over the seeds).
     """
     from robustbench_rpc.engine.plan import (
         DataPaths,
@@ -445,13 +447,17 @@ def evaluate(
         raise UserError(f"--limit must be >= 1, got {limit}.")
 
     check_corruption_rng(corruption_rng)
+    if seeds is not None:
+        from robustbench_rpc.engine.attack_plan import check_seeds
+
+        seeds = check_seeds(seeds)
 
     def build(identity: dict[str, Any], prep: Mapping[str, Any], device: Any, model: nn.Module) -> list[Any]:
         return build_evaluation_jobs(identity, entries, data_paths, prep, selection, corruptions=corruptions,
                                      severities=severities, allow_missing=allow_missing, labels_file=labels_file,
                                      class_list=class_list, seed=run.seed, jpeg=jpeg, batch_size=run.batch_size,
                                      rng_label=device_rng_label(corruption_rng, device),
-                                     ar_all_classes=ar_all_classes)
+                                     ar_all_classes=ar_all_classes, seeds=seeds)
 
     return _run(request, out, run, build, "evaluate")
 

@@ -32,7 +32,7 @@ def small_digits_spec(tmp_path: Path) -> Path:
 def separate_commands(model: str, checkpoint: str, out: str) -> list[list[str]]:
     m = ["-m", model, "-c", checkpoint, "--out", out, "-q"]
     return [["evaluate", *m, "--suite", "digits,digits-c", "--corruptions", "gaussian_noise,fog",
-             "--severities", "1,5", "--limit", "10"],
+             "--severities", "1,5", "--limit", "10", "--seeds", "0,1"],
             ["attack", *m, "--attack", "pgd,fgsm", "--eps", "1/255:4/255", "--option", "pgd.steps=10",
              "--dataset", "digits", "--limit", "6", "--seeds", "0,1"],
             ["attack", *m, "--attack", "spsa", "--eps", "4/255", "--option", "samples=16", "--option", "steps=5",
@@ -53,7 +53,7 @@ def test_digits_spec_equals_the_separate_commands(tmp_path, capsys):
             code, _, err = cli(capsys, *argv)
             assert code == 0, err
         separate.update({s.key(): r for s, r, _ in ResultsStore(tmp_path / f"m{i}").iter_cells()})
-    assert set(spec_cells) == set(separate) and len(separate) == 3 * (5 + 12 + 2)
+    assert set(spec_cells) == set(separate) and len(separate) == 3 * (1 + 4 * 2 + 12 + 2)
     for key, (records, meta) in spec_cells.items():
         assert records.equals(separate[key]), key
         spec_info = meta["provenance"]["spec"]
@@ -185,7 +185,7 @@ def test_spec_run_killed_at_random_moments_and_resumed_gives_the_same_records(tm
     code, _, err = cli(capsys, "run", str(spec_path), "--out", str(tmp_path / "killed"), "-q")
     assert code == 0, err
     resumed = {s.key(): r for s, r, _ in ResultsStore(tmp_path / "killed").iter_cells()}
-    assert set(resumed) == set(reference) and len(reference) == 3 + 4 + 2
+    assert set(resumed) == set(reference) and len(reference) == 1 + 2 * 2 + 4 + 2  # corruptions x seeds
     for key, records in reference.items():
         assert resumed[key].equals(records), key
 
@@ -196,5 +196,5 @@ def test_dry_run_prints_the_plan_with_an_estimate(capsys):
     lines = printed.splitlines()
     assert lines[0].startswith("Plan of ") and "(digits, sha256 " in lines[0]
     assert sum("attack pgd,fgsm eps 1/255:4/255" in line and " 12 " in line for line in lines) == 3
-    assert re.search(r"^9 call\(s\), 57 cell\(s\), 3900 image evaluation\(s\), estimated [0-9.]+ (s|min|h) "
+    assert re.search(r"^9 call\(s\), 69 cell\(s\), 5100 image evaluation\(s\), estimated [0-9.]+ (s|min|h) "
                      r"\(from a throughput probe on this machine\)$", lines[-1])

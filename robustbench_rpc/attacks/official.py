@@ -23,6 +23,16 @@ written out here, step for step, defects included, because no other implementati
 PGD, FGSM, AutoAttack and the other attacks compute in the paper threat model what CleverHans' versions compute,
 through the compatibility mode's reparametrisation (:mod:`robustbench_rpc.attacks.protocol`): normalized space,
 scalar eps, clean predictions, no clamping.
+
+Checked against the official code (rachtsy/KPCA_code at 017fa4e, ``Attack/engine.py::evaluate`` and
+``Attack/main.py``): the calls are ``projected_gradient_descent(model, x, eps, 0.15 * eps, 20, inf)``,
+``fast_gradient_method(model, x, eps, inf)``, ``spsa(model, x, eps, 10)``, ``sparse_l1_descent(model, x)``,
+``noise(x)`` and ``carlini_wagner_l2(model, x, 1000, confidence=eps)`` (1000 is ``n_classes``), all with CleverHans'
+other defaults and ``y=None``; the loader normalizes, so the attacks see normalized tensors; the final forward runs
+under ``torch.cuda.amp.autocast()``; the seed is ``args.seed + rank`` and, without ``--dist_eval``, every rank
+attacks all images (``SequentialSampler``) and the logged accuracy averages over the ranks. ``--attack`` offers
+pgd, fgm, sld, noise, cw and spsa: the official code has **no AutoAttack**, so this package's ``paper`` AutoAttack
+(standard, normalized space, clean predictions) is its own construction, not a reproduction.
 """
 
 from __future__ import annotations

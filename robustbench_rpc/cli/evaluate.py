@@ -247,6 +247,10 @@ def evaluate_command(
     compile_model: Compile = False,
     decode: Decode = "cpu",
     seed: Seed = 0,
+    seeds: Annotated[str | None, typer.Option("--seeds", help="Run every generated-corruption cell (digits-c, "
+                     "--imagenet-c generated) once per seed, e.g. 0,1,2,3 or 0-3 (the seed is a coordinate of the "
+                     "cell; tables show mean +/- std). Released datasets run once.",
+                     rich_help_panel=RUN_PANEL)] = None,
     force: Force = False,
     allow_mixed: AllowMixed = False,
     shard: Shard = None,
@@ -270,7 +274,7 @@ def evaluate_command(
         labels_file=labels, class_list=classes, jpeg=jpeg, corruption_rng=corruption_rng, batch_size=batch_size,
         workers=workers, device=device, precision=amp, channels_last=channels_last, compile=compile_model,
         decode=decode, seed=seed, force=force, allow_mixed=allow_mixed, progress=not quiet, prefetch_factor=prefetch,
-        shard=shard, shard_by=shard_by, ar_all_classes=ar_all_classes,
+        shard=shard, shard_by=shard_by, ar_all_classes=ar_all_classes, seeds=seeds,
     )
     _print_summary(summary, f"{model}: evaluation")
 

@@ -150,8 +150,12 @@ def build_evaluation_jobs(
     batch_size: int | None = None,
     rng_label: str | None = None,
     ar_all_classes: bool = False,
+    seeds: Sequence[int] | None = None,
 ) -> list[Job]:
     """Return the jobs for an evaluation suite; ``spec_base`` holds model, checkpoint_sha256, model_options.
+
+    ``seeds`` (default: ``[seed]``) runs every generated-corruption cell once per seed (the seed is the cell's
+    ``seed`` coordinate, and its draws follow it); released datasets are not random and run once.
 
     Generated corruptions draw from a CPU generator (``rng_label`` None: the same images on every machine) or, with
     a label such as ``"cuda:NVIDIA H200"``, from a generator on the run's GPU (faster there, other images); the
@@ -169,6 +173,7 @@ def build_evaluation_jobs(
             chosen.pop("subset", None)
         return CellSpec(dataset=dataset, condition=condition, params={**params, **chosen}, **spec_base)
 
+    generated = [generated_params(s, batch_size, jpeg, rng_label) for s in (seeds or [seed])]
     jobs: list[Job] = []
     for entry in suite:
         if entry == "clean":
@@ -195,15 +200,15 @@ def build_evaluation_jobs(
             jobs.append(ClassifyJob(spec(f"folder:{Path(ds.root).name}", "clean", {}), FileSource(ds)))
         elif entry == "imagenet-c":
             jobs.extend(_imagenet_c_jobs(spec, paths, preprocessing, selection, corruptions, severities,
-                                         allow_missing, labels_file, generated_params(seed, batch_size, jpeg,
-                                                                                      rng_label)))
+                                         allow_missing, labels_file, generated))
         elif entry == "digits":
             jobs.append(ClassifyJob(spec("digits", "clean", {}), digits_source("test", selection.limit)))
         elif entry == "digits-c":
             cells = _corruption_cells(corruptions, severities)
-            params = generated_params(seed, batch_size, False, rng_label)
+            params_per_seed = [generated_params(p["seed"], batch_size, False, rng_label) for p in generated]
             jobs.append(GeneratedCorruptionJob(
-                [(spec("digits", "corruption", {"name": c, "severity": s, **params}), c, s) for c, s in cells],
+                [(spec("digits", "corruption", {"name": c, "severity": s, **params}), c, s)
+                 for params in params_per_seed for c, s in cells],
                 digits_source("test", selection.limit),
             ))
     return jobs
@@ -241,7 +246,7 @@ def _imagenet_c_jobs(
     severities: str | None,
     allow_missing: bool,
     labels_file: str | None,
-    params: dict[str, Any],
+    params_per_seed: list[dict[str, Any]],
 ) -> list[Job]:
     from robustbench_rpc.data import build_dataset
 
@@ -251,7 +256,7 @@ def _imagenet_c_jobs(
                               subset=selection.subset, limit=selection.limit)
         size = tuple(preprocessing.get("input_size", (3, 224, 224)))[-2:]
         cells = [(spec("imagenet-c", "corruption", {"name": c, "severity": s, **params}), c, s)
-                 for c, s in _corruption_cells(corruptions, severities)]
+                 for params in params_per_seed for c, s in _corruption_cells(corruptions, severities)]
         return [GeneratedCorruptionJob(cells, FileSource(clean),
                                        to_model=resize_to(size, str(preprocessing.get("interpolation", "bicubic"))))]
     dataset_c = build_dataset("imagenet-c", where, preprocessing, corruptions=corruptions or "standard",

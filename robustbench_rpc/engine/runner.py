@@ -420,7 +420,9 @@ class Engine:
                 clean = batch.images.to(device, non_blocking=True)  # corruptions run on the model's device
                 start = int(batch.indices[0])
                 for spec, name, severity in cells:
-                    gen = torch.Generator(draws_on).manual_seed(cell_seed(seed, name, severity, start))
+                    # the cell's own seed (a coordinate with --seeds; the run's seed otherwise)
+                    own = spec.params.get("seed", seed)
+                    gen = torch.Generator(draws_on).manual_seed(cell_seed(own, name, severity, start))
                     images = corrupt(clean, name, severity, generator=gen)
                     if job.jpeg_quality is not None:
                         images = jpeg_roundtrip(images, job.jpeg_quality)

@@ -39,7 +39,9 @@ THREAT_MODEL_NOTES = {
              "applied to (x - mean) / std, so 1/255 there is about 0.23/255 in pixels; no clamping, clean "
              "predictions as labels; SLD (L1 10) and noise (0.3) have fixed normalized budgets and CW's eps is its "
              "confidence, not a budget. Defects of the official code are reproduced: SPSA estimates its gradient "
-             "at 2x + delta, CW clamps the normalized input to [0, 1].",
+             "at 2x + delta, CW clamps the normalized input to [0, 1]. The official attack code has no "
+             "AutoAttack: this AutoAttack (standard, normalized space, clean predictions) is ours, not a "
+             "reproduction.",
 }
 
 

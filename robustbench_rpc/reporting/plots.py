@@ -113,6 +113,22 @@ def attack_figures(frame: pd.DataFrame, metric: str = "robust_top1") -> dict[str
     return figures
 
 
+def mean_and_std(values: Any) -> tuple[Any, Any]:
+    """Split a view's column (floats, or ``mean ± std`` text over seeds) into float means and stds (0 for a float)."""
+    import numpy as np
+
+    means, stds = [], []
+    for value in values:
+        if isinstance(value, str) and "±" in value:
+            mean, std = value.split("±")
+            means.append(float(mean))
+            stds.append(float(std))
+        else:
+            means.append(float(value) if value is not None else float("nan"))
+            stds.append(0.0)
+    return np.array(means), np.array(stds)
+
+
 def corruption_figure(frame: pd.DataFrame, metric: str = "top1") -> Figure | None:
     """Return grouped bars of ``metric`` (top-1 %) per corruption, averaged over severities, plus the mean."""
     import numpy as np
@@ -129,7 +145,8 @@ def corruption_figure(frame: pd.DataFrame, metric: str = "top1") -> Figure | Non
     axes = figure.add_subplot()
     for i, model in enumerate(models):
         offset = (i - (len(models) - 1) / 2) * width
-        axes.bar(positions + offset, wide[model].to_numpy(dtype=float), width, label=model)
+        means, stds = mean_and_std(wide[model])  # several seeds: mean with a std error bar
+        axes.bar(positions + offset, means, width, label=model, yerr=stds if stds.any() else None, capsize=2)
     axes.set_xticks(positions, [str(c) for c in wide["corruption"]], rotation=40, ha="right")
     axes.set_title("Top-1 accuracy per corruption (mean over severities)")
     axes.set_xlabel("corruption")
@@ -156,12 +173,11 @@ def severity_figure(frame: pd.DataFrame, metric: str = "top1") -> Figure | None:
             part = part.dropna(subset=[model])
             if part.empty:
                 continue
-            axes.plot(
-                part["severity"].astype(int).to_numpy(),
-                part[model].to_numpy(dtype=float),
-                marker="o",
-                label=_series_label(model, str(qualifier)),
-            )
+            means, stds = mean_and_std(part[model])
+            severities = part["severity"].astype(int).to_numpy()
+            lines = axes.plot(severities, means, marker="o", label=_series_label(model, str(qualifier)))
+            if stds.any():  # several seeds: their std as error bars
+                axes.errorbar(severities, means, yerr=stds, fmt="none", capsize=2, color=lines[0].get_color())
     axes.set_xticks(sorted({int(s) for s in wide["severity"]}))
     axes.set_title("Top-1 accuracy against corruption severity (mean over corruptions)")
     axes.set_xlabel("corruption severity (1 = mildest, 5 = strongest)")

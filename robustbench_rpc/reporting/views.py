@@ -113,7 +113,7 @@ def paper_view(frame: pd.DataFrame) -> pd.DataFrame:
     """
     import pandas as pd
 
-    from robustbench_rpc.reporting.paper import paper_labels
+    from robustbench_rpc.reporting.paper import mean_std_text, paper_labels, without_seed
 
     _nonempty(frame, "paper")
     frame = frame.assign(family=frame["dataset"].map(dataset_family))
@@ -123,8 +123,10 @@ def paper_view(frame: pd.DataFrame) -> pd.DataFrame:
         rows = frame[select(frame) & (frame["metric"] == metric)]
         if rows.empty:
             continue
+        rows = rows.assign(variant=rows["variant"].map(without_seed))  # seeds: one column, mean ± std
         rows = rows.assign(column=label + _qualifier(rows))
-        wide = rows.pivot_table(index="model_label", columns="column", values="value", aggfunc="mean")
+        wide = rows.groupby(["model_label", "column"], sort=False)["value"].agg(
+            lambda v: mean_std_text(list(v))).unstack("column")
         for column in dict.fromkeys(rows["column"]):
             out[column] = out["model"].map(wide[column])
     worst = frame[(frame["condition"] == "attack") & (frame["name"] == WORST_CASE) & (frame["metric"] == "robust_top1")]
@@ -168,30 +170,61 @@ def corruptions_view(frame: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
     """Corruption x model: ``metric`` (default top-1 %) averaged over severities, plus a ``mean`` row."""
     import pandas as pd
 
+    from robustbench_rpc.reporting.paper import mean_std_text
+
     rows = frame[(frame["condition"] == "corruption") & (frame["metric"] == metric)]
     _nonempty(rows, "corruptions")
     models = _model_order(rows)
+    rows, seeds = _split_seeds(rows)
     rows = rows.assign(corruption=rows["name"].astype(str) + _qualifier(rows))
     order = {name: i for i, name in enumerate(CORRUPTION_ORDER)}
-    per_corruption = rows.groupby(["corruption", "name", "model_label"], sort=False)["value"].mean().reset_index()
-    wide = _pivot_models(per_corruption, ["corruption", "name"], models)
+    keys = ["corruption", "name", "model_label", "_seed"]
+    per_seed = rows.assign(_seed=seeds).groupby(keys, sort=False, dropna=False)["value"].mean().reset_index()
+    per_corruption = per_seed.groupby(keys[:-1], sort=False)["value"].agg(
+        lambda v: mean_std_text(list(v))).reset_index()
+    wide = _pivot_first(per_corruption, ["corruption", "name"], models)
     wide["_order"] = wide["name"].map(lambda n: order.get(n, len(order)))
     wide = wide.sort_values(["_order", "corruption"], kind="stable").drop(columns=["_order", "name"])
-    mean = {"corruption": "mean", **{m: wide[m].mean() for m in models if m in wide}}
+    # the mean row: each seed's mean over the corruptions, then mean ± std over the seeds
+    seed_means = per_seed.groupby(["model_label", "_seed"], sort=False, dropna=False)["value"].mean()
+    mean = {"corruption": "mean", **{m: mean_std_text(list(seed_means[m])) for m in models if m in wide}}
     return pd.concat([wide, pd.DataFrame([mean])], ignore_index=True)
+
+
+def _split_seeds(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[Any]]:
+    """Return the rows with ``seed`` taken out of their variant, and each row's seed (None when it has none)."""
+    from robustbench_rpc.reporting.paper import without_seed
+
+    seeds = [_flat_variant(v).get("seed") if v else None for v in rows["variant"]]
+    return rows.assign(variant=rows["variant"].map(without_seed)), seeds
+
+
+def _pivot_first(rows: pd.DataFrame, index: list[str], models: list[str]) -> pd.DataFrame:
+    """Pivot one value per (index, model) into one column per model (values may be ``mean ± std`` text)."""
+    wide = rows.groupby([*index, "model_label"], sort=False, dropna=False)["value"].first().unstack("model_label")
+    wide = wide.reindex(columns=[m for m in models if m in wide.columns])
+    wide.columns.name = None
+    return wide.reset_index()
 
 
 def severity_view(frame: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
     """Severity x model: ``metric`` (default top-1 %) averaged over the corruptions present."""
+    from robustbench_rpc.reporting.paper import mean_std_text
+
     rows = frame[(frame["condition"] == "corruption") & (frame["metric"] == metric)]
     _nonempty(rows, "severity")
     models = _model_order(rows)
+    rows, seeds = _split_seeds(rows)
     qualifier = _qualifier(rows)
     index = ["severity"]
     if (qualifier != "").any():
         rows = rows.assign(source=_qualifier_text(rows))
         index = ["source", "severity"]
-    wide = _pivot_models(rows, index, models)
+    per_seed = rows.assign(_seed=seeds).groupby([*index, "model_label", "_seed"], sort=False, dropna=False)[
+        "value"].mean().reset_index()
+    per_severity = per_seed.groupby([*index, "model_label"], sort=False, dropna=False)["value"].agg(
+        lambda v: mean_std_text(list(v))).reset_index()
+    wide = _pivot_first(per_severity, index, models)
     return wide.sort_values(index, kind="stable").reset_index(drop=True)
 
 

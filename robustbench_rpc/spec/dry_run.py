@@ -76,7 +76,7 @@ def _jobs(call: Call, identity: dict[str, Any], model: Any, device: Any, spec: B
     """Plan the call's cells as the command would (without running them)."""
     from pathlib import Path
 
-    from robustbench_rpc.engine.attack_plan import build_attack_jobs
+    from robustbench_rpc.engine.attack_plan import build_attack_jobs, check_seeds
     from robustbench_rpc.engine.plan import DataPaths, SampleSelection, build_evaluation_jobs, parse_suite
 
     k = call.kwargs
@@ -87,7 +87,8 @@ def _jobs(call: Call, identity: dict[str, Any], model: Any, device: Any, spec: B
                                      dict(k["paths"])), model.preprocessing, SampleSelection(k["subset"], k["limit"]),
                                      corruptions=k["corruptions"], severities=k["severities"],
                                      allow_missing=k["allow_missing"], labels_file=k["labels_file"],
-                                     class_list=k["class_list"], seed=seed, jpeg=k["jpeg"], batch_size=batch)
+                                     class_list=k["class_list"], seed=seed, jpeg=k["jpeg"], batch_size=batch,
+                                     seeds=check_seeds(k["seeds"]) if k["seeds"] is not None else None)
     options = dict(k["attack_options"])
     if k["attack_dtype"]:
         options["attack_dtype"] = k["attack_dtype"]

@@ -90,6 +90,7 @@ def evaluate_kwargs(spec: BenchmarkSpec) -> dict[str, Any]:
                       "imagenet-o": data.get("imagenet_o"), "folder": data.get("folder")},
             "limit": section.get("limit"), "subset": section.get("subset"),
             "corruptions": section.get("corruptions"), "severities": section.get("severities"),
+            "seeds": section.get("seeds", spec.run.get("seeds")),
             "allow_missing": section.get("allow_missing", False), "labels_file": data.get("labels"),
             "class_list": data.get("classes"), "jpeg": section.get("jpeg", False),
             "corruption_rng": section.get("corruption_rng", "cpu")}

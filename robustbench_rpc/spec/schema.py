@@ -29,7 +29,7 @@ SECTIONS: dict[str, dict[str, str]] = {
     "data": {"root": _STR, "imagenet": _STR, "imagenet_c": _STR, "imagenet_a": _STR, "imagenet_r": _STR,
              "imagenet_o": _STR, "folder": _STR, "labels": _STR, "classes": _STR},
     "evaluate": {"suite": _STR_OR_LIST, "corruptions": _STR, "severities": _STR, "allow_missing": _BOOL,
-                 "jpeg": _BOOL, "corruption_rng": _STR, "limit": _INT, "subset": _STR},
+                 "jpeg": _BOOL, "corruption_rng": _STR, "limit": _INT, "subset": _STR, "seeds": _INT_OR_LIST},
     "outputs": {"tables": _STR_OR_LIST, "formats": _STR_OR_LIST, "plots": _BOOL, "report": _BOOL},
 }
 #: Array of tables -> {key: what the value must be}.
