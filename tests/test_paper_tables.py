@@ -75,3 +75,24 @@ def test_threat_model_notes_in_markdown_and_latex(frame):
     latex = export(view, "latex", notes=notes)
     assert "\\par\\footnotesize Threat model paper (official normalized space" in latex
     assert export(view, "csv", notes=notes) == export(view, "csv")  # data formats carry it in their rows
+
+
+def test_paper_labels_keep_user_labels_and_tell_shared_names_apart_by_weights():
+    import pandas as pd
+
+    from robustbench_rpc.reporting.paper import paper_labels
+
+    frame = pd.DataFrame({
+        "model_label": ["symvit_tiny", "rpc@aaaa", "rpc@bbbb", "PAP at inference", "rpc_fan"],
+        "model": ["symvit_tiny_patch16_224", "rpc_symvit_tiny_patch16_224", "rpc_symvit_tiny_patch16_224",
+                  "PAP at inference", "rpc_fan_tiny"],
+        "model_options": ["", "", "", '{"architecture": "rpc_symvit_tiny_patch16_224"}', '{"rpc_iters": 2}'],
+        "checkpoint_sha256": ["0" * 64, "a" * 64, "b" * 64, "c" * 64, None],
+    })
+    assert paper_labels(frame) == {
+        "symvit_tiny": "SymViT",
+        "rpc@aaaa": "RPC-SymViT (4 iter/layer 1), weights aaaaaaaa",
+        "rpc@bbbb": "RPC-SymViT (4 iter/layer 1), weights bbbbbbbb",
+        "PAP at inference": "PAP at inference",  # the user's label, kept
+        "rpc_fan": "RPC-FAN (2 iter/layer 1)",
+    }

@@ -74,18 +74,38 @@ def paper_label(model: str, options: dict[str, Any]) -> str | None:
 
 
 def paper_labels(frame: pd.DataFrame) -> dict[str, str]:
-    """Return ``{model_label: paper label}``; models the paper does not name, or that would share a label, keep
-    theirs (a shared paper label gets the model label in brackets)."""
+    """Return ``{model_label: row label}``: the paper's name of the model and its PAP settings.
+
+    A label the user gave (``--model-name``, a spec's ``label``) is kept as it is; models the paper does not name
+    keep theirs. Models that would share a paper name (the same architecture and PAP settings with other weights)
+    get ``, weights <SHA-256 prefix>`` (or their model label in brackets when the weights are the same too).
+    """
     found: dict[str, str | None] = {}
-    for label, model, options in zip(frame["model_label"], frame["model"], frame["model_options"], strict=True):
+    weights: dict[str, str] = {}
+    digests = frame["checkpoint_sha256"] if "checkpoint_sha256" in frame else [None] * len(frame)
+    for label, model, options, sha in zip(frame["model_label"], frame["model"], frame["model_options"], digests,
+                                          strict=True):
         if label not in found:
-            found[label] = paper_label(str(model), json.loads(options) if options else {})
-    counts: dict[str, int] = {}
-    for name in found.values():
+            opts = json.loads(options) if options else {}
+            named = "architecture" in opts and str(model) != str(opts["architecture"])  # the user's own label
+            found[label] = None if named else paper_label(str(model), opts)
+            weights[label] = str(sha)[:8] if isinstance(sha, str) and sha else "random"
+    shared: dict[str, list[str]] = {}
+    for label, name in found.items():
         if name is not None:
-            counts[name] = counts.get(name, 0) + 1
-    return {label: label if name is None else (name if counts[name] == 1 else f"{name} [{label}]")
-            for label, name in found.items()}
+            shared.setdefault(name, []).append(label)
+
+    def row(label: str, name: str | None) -> str:
+        if name is None:
+            return label
+        group = shared[name]
+        if len(group) == 1:
+            return name
+        if len({weights[other] for other in group}) == len(group):
+            return f"{name}, weights {weights[label]}"
+        return f"{name} [{label}]"
+
+    return {label: row(label, name) for label, name in found.items()}
 
 
 def threat_model_of(variant: str) -> str:
