@@ -1,0 +1,68 @@
+"""Segmentation cells in the tidy table: aAcc / mIoU / mAcc from the records' class areas, and the corrupted mean.
+
+A segmentation cell's records (:data:`robustbench_rpc.results.schema.SEGMENTATION_COLUMNS`) hold per-image class
+histograms; the cell's metrics are those of their totals (:func:`robustbench_rpc.metrics.segmentation.
+segmentation_metrics`), in %. Per model and dataset, the corruption cells also give summary rows (condition
+:data:`SEGMENTATION_SUMMARY_CONDITION`): aAcc, mIoU and mAcc averaged over the corruption cells, as the paper's
+"corrupted" columns are.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from robustbench_rpc.metrics.segmentation import ClassAreas, segmentation_metrics
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+#: Record columns of a segmentation cell that the metrics read.
+AREA_COLUMNS = ("area_intersect", "area_union", "area_pred", "area_label")
+#: The dataset-level metrics of a segmentation cell, in this order.
+SEGMENTATION_METRICS = ("aAcc", "mIoU", "mAcc")
+#: Condition of the rows averaging a model's corruption cells of one segmentation dataset.
+SEGMENTATION_SUMMARY_CONDITION = "segmentation-c-summary"
+
+
+def areas_of_records(records: pd.DataFrame) -> ClassAreas:
+    """Stack the records' per-image histograms into ``[N, C]`` arrays, in the records' order."""
+    if records.empty:
+        raise ValueError("a segmentation cell needs at least one record")
+    return ClassAreas(*(np.asarray([list(v) for v in records[c]], dtype=np.int64) for c in AREA_COLUMNS))
+
+
+def segmentation_cell_metrics(records: pd.DataFrame) -> list[tuple[str, float, int]]:
+    """Return ``(metric, value %, n images)`` for aAcc, mIoU and mAcc of one cell, plus the mean Linf norm of
+    attack cells' perturbations."""
+    if records.empty:
+        return []
+    values = segmentation_metrics(areas_of_records(records))
+    n = len(records)
+    rows = [(name, float(values[name]), n) for name in SEGMENTATION_METRICS]
+    if "norm_linf" in records:
+        rows.append(("linf_max", float(records["norm_linf"].max()), n))
+    return rows
+
+
+def segmentation_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return per (model, dataset, variant) rows of aAcc / mIoU / mAcc averaged over the corruption cells."""
+    import json
+
+    import pandas as pd
+
+    if frame.empty or "variant" not in frame:
+        return pd.DataFrame(columns=frame.columns)
+    is_seg = frame["variant"].map(lambda v: bool(v) and json.loads(v).get("task") == "segmentation")
+    rows = frame[is_seg & (frame["condition"] == "corruption") & frame["metric"].isin(SEGMENTATION_METRICS)]
+    out: list[dict[str, Any]] = []
+    for (label, dataset, variant, metric), group in rows.groupby(["model_label", "dataset", "variant", "metric"],
+                                                                 sort=False):
+        first = group.iloc[0]
+        out.append({"model": first["model"], "model_label": label, "checkpoint_sha256": first["checkpoint_sha256"],
+                    "model_options": first["model_options"], "dataset": dataset,
+                    "condition": SEGMENTATION_SUMMARY_CONDITION, "name": None, "severity": None, "norm": None,
+                    "eps": None, "variant": variant, "metric": metric, "value": float(group["value"].mean()),
+                    "n": len(group), "cell_key": "", "results_dir": first["results_dir"]})
+    return pd.DataFrame(out, columns=frame.columns)
