@@ -43,11 +43,12 @@ class SegmentationModelRequest(ModelRequest):
             from robustbench_rpc.models.segmentation import load_segmentation_model
 
             model = load_segmentation_model(self.model, str(self.checkpoint) if self.checkpoint else None,
-                                            num_classes=self.num_classes, **self.options)
+                                            num_classes=self.num_classes, trust_checkpoint=self.trust_checkpoint,
+                                            **self.options)
             name = self.name or self.model
             info = dict(model.identity())
             sha = info.get("checkpoint_sha256")
-            options = dict(self.options)
+            options = {**info.get("options", {}), **self.options}  # PAP settings a checkpoint recorded, too
             if name != self.model:
                 options["architecture"] = self.model
             if sha is None:
@@ -73,9 +74,10 @@ def _source(data: Any, limit: int | None, image_size: int | None) -> Any:
 
 
 def _request(model: str | nn.Module, checkpoint: str | Path | None, model_name: str | None,
-             model_options: Mapping[str, Any] | None, num_classes: int | None) -> SegmentationModelRequest:
-    return SegmentationModelRequest(model, checkpoint, model_name, dict(model_options or {}), False, False,
-                                    num_classes, {})
+             model_options: Mapping[str, Any] | None, num_classes: int | None,
+             trust_checkpoint: bool) -> SegmentationModelRequest:
+    return SegmentationModelRequest(model, checkpoint, model_name, dict(model_options or {}), trust_checkpoint,
+                                    False, num_classes, {})
 
 
 def _check_data(data: Any) -> None:
@@ -98,6 +100,7 @@ def evaluate_segmentation(
     model_options: Mapping[str, Any] | None = None,
     model_name: str | None = None,
     num_classes: int | None = None,
+    trust_checkpoint: bool = False,
     keep_predictions: int = DEFAULT_KEEP,
     **run_options: Any,
 ) -> RunSummary:
@@ -109,7 +112,7 @@ def evaluate_segmentation(
     if keep_predictions < 0:
         raise UserError(f"--keep-predictions must be >= 0, got {keep_predictions}.")
     run = RunOptions(**run_options)
-    request = _request(model, checkpoint, model_name, model_options, num_classes)
+    request = _request(model, checkpoint, model_name, model_options, num_classes, trust_checkpoint)
 
     def build(identity: dict[str, Any], prep: Mapping[str, Any], device: Any, loaded: nn.Module) -> list[Any]:
         source = _source(data, limit, image_size)
@@ -136,6 +139,7 @@ def attack_segmentation(
     model_options: Mapping[str, Any] | None = None,
     model_name: str | None = None,
     num_classes: int | None = None,
+    trust_checkpoint: bool = False,
     **run_options: Any,
 ) -> RunSummary:
     """Attack a segmentation model on ``data``: one cell per (attack, eps) of pgd / fgsm / segpgd, Linf in pixel
@@ -144,7 +148,7 @@ def attack_segmentation(
 
     _check_data(data)
     run = RunOptions(**run_options)
-    request = _request(model, checkpoint, model_name, model_options, num_classes)
+    request = _request(model, checkpoint, model_name, model_options, num_classes, trust_checkpoint)
 
     def build(identity: dict[str, Any], prep: Mapping[str, Any], device: Any, loaded: nn.Module) -> list[Any]:
         source = _source(data, limit, image_size)
