@@ -66,3 +66,34 @@ def segmentation_summary(frame: pd.DataFrame) -> pd.DataFrame:
                     "eps": None, "variant": variant, "metric": metric, "value": float(group["value"].mean()),
                     "n": len(group), "cell_key": "", "results_dir": first["results_dir"]})
     return pd.DataFrame(out, columns=frame.columns)
+
+
+def segmentation_comparison_rows(baseline: Any, other: Any, resamples: int, seed: int,
+                                 level: float) -> list[dict[str, Any]]:
+    """Comparison rows (mIoU, mAcc) of two models' records of one segmentation cell, on the images both have.
+
+    The interval is a paired bootstrap over images (:func:`robustbench_rpc.metrics.segmentation.
+    bootstrap_segmentation_difference`): each resample draws the same images for both models. No McNemar test:
+    mIoU is no per-image proportion.
+    """
+    from robustbench_rpc.errors import UserError
+    from robustbench_rpc.metrics.segmentation import bootstrap_segmentation_difference
+
+    for cell in (baseline, other):
+        if cell.records["sample_id"].duplicated().any():
+            raise UserError(f"Cell file {cell.path} repeats sample ids; expected one record per image.")
+    columns = ["sample_id", *AREA_COLUMNS]
+    paired = baseline.records[columns].merge(other.records[columns], on="sample_id", suffixes=("_b", "_m"))
+    if paired.empty:
+        return []
+    base = areas_of_records(paired.rename(columns={f"{c}_b": c for c in AREA_COLUMNS}))
+    model = areas_of_records(paired.rename(columns={f"{c}_m": c for c in AREA_COLUMNS}))
+    base_values, model_values = segmentation_metrics(base), segmentation_metrics(model)
+    rows = []
+    for metric in ("mIoU", "mAcc"):
+        low, high = bootstrap_segmentation_difference(base, model, metric, resamples, seed, level)
+        rows.append({"baseline": baseline.label, "model": other.label, "n": len(paired), "metric": metric,
+                     "p_value": float("nan"), "baseline_value": float(base_values[metric]),
+                     "model_value": float(model_values[metric]),
+                     "diff": float(model_values[metric] - base_values[metric]), "ci_low": low, "ci_high": high})
+    return rows

@@ -1,0 +1,114 @@
+"""Segmentation through the commands: table --view segmentation, compare with paired bootstrap intervals, report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from clirun import run_cli
+from test_segmentation_engine import ColourModel, SceneSource
+
+from robustbench_rpc.metrics.segmentation import class_areas, segmentation_metrics
+from robustbench_rpc.results.tidy import tidy
+from robustbench_rpc.segment import evaluate_segmentation
+
+RUN = {"batch_size": 5, "progress": False, "device": "cpu", "corruptions": "gaussian_noise,brightness,fog",
+       "severities": "2"}
+
+
+def _worse() -> ColourModel:
+    model = ColourModel()
+    with torch.no_grad():
+        model.conv.bias.copy_(torch.tensor([0.4, -0.3, -3.0]))  # misses the green squares: lower mIoU
+    return model
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    """Results of two stand-in Segmenters (plain and RPC, as the paper labels them), clean and corrupted."""
+    root = tmp_path_factory.mktemp("seg")
+    evaluate_segmentation(ColourModel(), out=root / "sym", data=SceneSource(), suite="clean,corrupted",
+                          model_name="segmenter_symvit_tiny_mask", **RUN)
+    evaluate_segmentation(_worse(), out=root / "rpc", data=SceneSource(), suite="clean,toy-scenes-c",
+                          model_name="segmenter_rpc_symvit_tiny_mask",
+                          model_options={"rpc_iters": 2, "rpc_layers": "all"}, **RUN)
+    return root
+
+
+def test_table_view_segmentation_in_the_paper_layout(two_models, capsys):
+    code, out, err = run_cli(capsys, "table", str(two_models / "sym"), str(two_models / "rpc"), "--view",
+                             "segmentation", "--format", "md")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == "| model | clean mAcc | clean mIoU | corrupted mAcc | corrupted mIoU |"
+    assert lines[2].startswith("| SymViT | ") and lines[3].startswith("| RPC-SymViT (2 iter/all layers) | ")
+    frame = tidy([two_models / "sym", two_models / "rpc"])
+    sym = frame[frame["model"] == "segmenter_symvit_tiny_mask"]
+    clean = sym[(sym["condition"] == "clean") & (sym["metric"] == "mIoU")]["value"].item()
+    corrupted = sym[(sym["condition"] == "corruption") & (sym["metric"] == "mIoU")]["value"].mean()
+    assert lines[2].split(" | ")[2] == f"{clean:.2f}" and lines[2].split(" | ")[4].rstrip(" |") == f"{corrupted:.2f}"
+    code, out, _ = run_cli(capsys, "table", str(two_models / "sym"), "--view", "segmentation", "--format", "latex")
+    assert code == 0 and "\\begin{tabular}" in out and "SymViT" in out
+
+
+def test_compare_gives_paired_bootstrap_intervals_over_images(two_models, capsys):
+    code, out, err = run_cli(capsys, "compare", str(two_models / "sym"), str(two_models / "rpc"), "--format",
+                             "json", "--resamples", "300")
+    assert code == 0, err
+    rows = json.loads(out)
+    clean = [r for r in rows if r["condition"] == "clean"]
+    assert [r["metric"] for r in clean] == ["mIoU", "mAcc"] and all(r["n"] == 10 for r in clean)
+    source = SceneSource()
+    with torch.no_grad():
+        base = ColourModel()(source.images).argmax(1).numpy()
+        other = _worse()(source.images).argmax(1).numpy()
+    masks = source.masks.numpy()
+    expected = (segmentation_metrics(class_areas(other, masks, 3))["mIoU"]
+                - segmentation_metrics(class_areas(base, masks, 3))["mIoU"])
+    miou = clean[0]
+    assert miou["diff"] == pytest.approx(expected) and expected < 0
+    assert miou["ci_low"] <= miou["diff"] <= miou["ci_high"]
+    # the interval is that of resampling the same images for both models
+    rng = np.random.default_rng(0)
+    diffs = []
+    areas = [[class_areas(p[i], masks[i], 3) for i in range(10)] for p in (base, other)]
+    for _ in range(300):
+        counts = np.bincount(rng.integers(0, 10, 10), minlength=10)
+        values = []
+        for per_image in areas:
+            total = per_image[0]
+            total = type(total)(*(sum(c * getattr(a, f) for c, a in zip(counts, per_image, strict=True))
+                                  for f in ("intersect", "union", "pred", "label")))
+            values.append(segmentation_metrics(total)["mIoU"])
+        diffs.append(values[1] - values[0])
+    low, high = np.nanpercentile(diffs, [2.5, 97.5])
+    assert (miou["ci_low"], miou["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert len([r for r in rows if r["condition"] == "corruption"]) == 6  # 3 cells x (mIoU, mAcc)
+
+
+def test_report_has_a_segmentation_section_with_bars_and_masks(two_models, tmp_path, capsys):
+    report = tmp_path / "report.md"
+    code, _, err = run_cli(capsys, "report", str(two_models / "sym"), str(two_models / "rpc"), "--out",
+                           str(report))
+    assert code == 0, err
+    text = report.read_text()
+    section = text.split("## Segmentation\n", 1)[1].split("\n## ", 1)[0]
+    assert "| model | clean mAcc | clean mIoU | corrupted mAcc | corrupted mIoU |" in section
+    assert "| corruption | SymViT | RPC-SymViT (2 iter/all layers) |" in section
+    assert "![Predicted masks of SymViT on toy-scenes](report_plots/masks_segmenter_symvit_tiny_mask_toy_scenes.png)" \
+        in section
+    plots = tmp_path / "report_plots"
+    assert (plots / "segmentation_corruptions.png").is_file()
+    assert (plots / "masks_segmenter_rpc_symvit_tiny_mask_toy_scenes.png").is_file()
+
+
+def test_segmentation_view_of_classification_results_is_a_sentence(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "evaluate", "-m", "symvit_digits_patch8_32", "--suite", "digits", "--limit", "8",
+                           "--out", str(tmp_path / "cls"), "--quiet")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "table", str(tmp_path / "cls"), "--view", "segmentation")
+    assert code != 0
+    assert "The results have no segmentation cells for the segmentation view; run evaluate --task segmentation " \
+           "first." in err
