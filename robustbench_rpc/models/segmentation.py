@@ -335,3 +335,11 @@ def config_metadata(model: SegmentationModel, summary: dict[str, Any] | None = N
     if summary is not None:
         meta["summary"] = json.dumps(summary, sort_keys=True)
     return meta
+
+
+def segmentation_params(name: str) -> int:
+    """Return the parameter count of segmentation model ``name`` with its default config (built on the meta device)."""
+    entry = SEGMENTATION_MODELS[name]
+    with torch.device("meta"):
+        segmenter = build_segmenter(default_config(entry))
+    return sum(p.numel() for p in segmenter.parameters())
