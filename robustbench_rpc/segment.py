@@ -9,6 +9,7 @@ a ready ``SegmentationSource``).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,8 @@ class SegmentationModelRequest(ModelRequest):
                 options["architecture"] = self.model
             if sha is None:
                 options["weights_sha256"] = weights_fingerprint(model)
+                print(f"Warning: {self.model} has no checkpoint, so it runs with random weights (seed {seed}); "
+                      "pass --checkpoint for meaningful numbers.", file=sys.stderr)
             if self.num_classes is not None:
                 options["num_classes"] = self.num_classes
         info.setdefault("name", name)

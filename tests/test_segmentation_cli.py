@@ -112,3 +112,74 @@ def test_segmentation_view_of_classification_results_is_a_sentence(tmp_path, cap
     assert code != 0
     assert "The results have no segmentation cells for the segmentation view; run evaluate --task segmentation " \
            "first." in err
+
+
+DIGITS = ["--num-classes", "11", "--data", "digit-scenes", "--limit", "3", "--batch-size", "3", "--quiet"]
+
+
+def test_evaluate_and_attack_on_digit_scenes_end_to_end(tmp_path, capsys):
+    out = tmp_path / "r"
+    code, stdout, err = run_cli(capsys, "evaluate", "--task", "segmentation", "-m", "segmenter_symvit_digits",
+                                *DIGITS, "--suite", "clean,digit-scenes-c", "--corruptions", "fog",
+                                "--severities", "2", "--out", str(out))
+    assert code == 0, err
+    assert "random weights" in err and "mIoU" in stdout and "2 cell(s) computed" in stdout
+    code, stdout, err = run_cli(capsys, "attack", "--task", "segmentation", "-m", "segmenter_symvit_digits",
+                                *DIGITS, "--attack", "pgd,segpgd", "--eps", "1/255,2/255", "--option", "steps=2",
+                                "--out", str(out))
+    assert code == 0, err
+    assert "4 cell(s) computed" in stdout
+    frame = tidy(out)
+    attacks = frame[(frame["condition"] == "attack") & (frame["metric"] == "linf_max")]
+    # each budget used up to float32 rounding (the attack's own check allows no more)
+    assert sorted(attacks["value"] * 255) == pytest.approx([1, 1, 2, 2], abs=1e-4)
+    for eps, variant in zip(attacks["eps"], attacks["variant"], strict=True):  # what ran is in the cell
+        assert json.loads(variant) == {"limit": 3, "step_size": pytest.approx(2.5 * eps / 2), "steps": 2,
+                                       "task": "segmentation"}
+    code, stdout, err = run_cli(capsys, "table", str(out), "--view", "segmentation", "--format", "md")
+    assert code == 0, err
+    header = stdout.strip().splitlines()[0]
+    assert header == ("| model | clean mAcc | clean mIoU | corrupted mAcc | corrupted mIoU | PGD 1/255 mAcc | "
+                      "PGD 1/255 mIoU | PGD 2/255 mAcc | PGD 2/255 mIoU | SegPGD 1/255 mAcc | SegPGD 1/255 mIoU | "
+                      "SegPGD 2/255 mAcc | SegPGD 2/255 mIoU |")
+    assert stdout.strip().splitlines()[2].startswith("| SymViT | ")
+    assert "Threat model pixel" in stdout
+    code, stdout, _ = run_cli(capsys, "evaluate", "--task", "segmentation", "-m", "segmenter_symvit_digits",
+                              *DIGITS, "--suite", "clean", "--out", str(out))
+    assert code == 0 and "0 cell(s) computed, 1 already finished" in stdout  # finished cells are skipped
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["evaluate", "--task", "segmentation", "--imagenet", "/data"], "--imagenet does not apply to --task "
+     "segmentation; its data is --data digit-scenes, ade20k:PATH or segfolder:PATH."),
+    (["evaluate", "--task", "detection"], "Unknown --task 'detection'; expected classification or segmentation."),
+    (["evaluate", "--task", "segmentation", "--data", "digit-scenes", "--suite", "clean,imagenet-c"],
+     "Unknown segmentation suite entry 'imagenet-c'; expected some of clean, corrupted, digit-scenes-c."),
+    (["evaluate", "--task", "segmentation"], "--task segmentation needs --data: digit-scenes (embedded), "
+     "ade20k:PATH (ADEChallengeData2016) or segfolder:PATH (images/, masks/, classes.txt)."),
+    (["attack", "--task", "segmentation", "--data", "digit-scenes", "--attack", "cw", "--eps", "1/255"],
+     "Unknown segmentation attack 'cw'; expected some of pgd, fgsm, segpgd."),
+    (["attack", "--task", "segmentation", "--data", "digit-scenes"], "attack --task segmentation needs --eps, "
+     "e.g. --eps 1/255,2/255."),
+    (["attack", "--task", "segmentation", "--data", "digit-scenes", "--eps", "1/255", "--option", "restarts=2"],
+     "Segmentation attacks take no option restarts; their options are steps and step_size."),
+    (["evaluate", "--task", "segmentation", "--data", "ade20k:/nonexistent/ade"], "ADE20K folder /nonexistent/ade "
+     "does not exist; expected the ADEChallengeData2016 layout"),
+])
+def test_bad_input_is_one_sentence_and_nothing_is_written(tmp_path, capsys, argv, message):
+    out = tmp_path / "r"
+    command, rest = argv[0], argv[1:]
+    code, _, err = run_cli(capsys, command, "-m", "segmenter_symvit_digits", "--num-classes", "11", "--quiet",
+                           "--out", str(out), *rest)
+    assert code != 0
+    text = " ".join(err.split())
+    assert message in text and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_a_segmentation_model_with_other_classes_than_the_data_is_refused(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "evaluate", "--task", "segmentation", "-m", "segmenter_symvit_digits",
+                           "--num-classes", "5", "--data", "digit-scenes", "--limit", "2", "--quiet", "--out",
+                           str(tmp_path / "r"))
+    assert code != 0 and "The model has 5 outputs but digit-scenes has 11 classes" in " ".join(err.split())
+    assert not (tmp_path / "r").exists()

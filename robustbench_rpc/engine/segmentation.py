@@ -114,8 +114,8 @@ def _attack_images(engine: Engine, cell: SegmentationCell, clean: Tensor, masks:
     from robustbench_rpc.attacks.segmentation import segmentation_attack
 
     seed = cell.spec.params.get("seed", engine.options.seed)
-    gen = torch.Generator(clean.device).manual_seed(
-        _cell_seed(seed, cell.spec.condition_key(), start))
+    # the random start draws on the CPU (the same start on every device), seeded per cell and batch
+    gen = torch.Generator().manual_seed(_cell_seed(seed, cell.spec.condition_key(), start))
     assert cell.name is not None and cell.eps is not None
     return segmentation_attack(engine.model, clean, masks.to(clean.device), cell.name, cell.eps, steps=cell.steps,
                                step_size=cell.step_size, random_start=True, ignore_index=ignore_index,
