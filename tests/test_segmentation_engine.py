@@ -206,3 +206,16 @@ def test_unknown_suite_entry_and_missing_data_are_sentences(tmp_path):
     with pytest.raises(UserError, match="needs --data"):
         evaluate_segmentation(ColourModel(), out=tmp_path / "r", data=None)
     assert not (tmp_path / "r").exists()
+
+
+def test_sample_shards_merge_into_the_records_of_one_run(tmp_path):
+    from robustbench_rpc.results.merge import merge_results
+
+    reference = _run(tmp_path / "ref")
+    for index in (0, 1):
+        summary = _run(tmp_path / f"s{index}", shard=f"{index}/2", shard_by="samples")
+        assert summary.part == f"{index}/2"
+    merge_results([tmp_path / "s0", tmp_path / "s1"], tmp_path / "m")
+    ref, merged = ResultsStore(tmp_path / "ref"), ResultsStore(tmp_path / "m")
+    for spec in reference.written:
+        assert merged.read_cell(spec)[0].equals(ref.read_cell(spec)[0])
