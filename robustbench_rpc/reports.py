@@ -68,10 +68,10 @@ def _mask_figures(stores: list[ResultsStore], rows: Any, out: Path) -> list[tupl
     import numpy as np
     from PIL import Image
 
-    from robustbench_rpc.engine.segmentation import PREDICTIONS_DIR
     from robustbench_rpc.reporting.plots import _slug, prepare_directory, save_figure
     from robustbench_rpc.reporting.segmentation import _labels
     from robustbench_rpc.reporting.segmentation_plots import masks_figure
+    from robustbench_rpc.results.segmentation import PREDICTIONS_DIR
 
     labels = _labels(rows)
     cells = {key: (label, dataset) for key, label, dataset in

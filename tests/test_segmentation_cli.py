@@ -183,3 +183,11 @@ def test_a_segmentation_model_with_other_classes_than_the_data_is_refused(tmp_pa
                            str(tmp_path / "r"))
     assert code != 0 and "The model has 5 outputs but digit-scenes has 11 classes" in " ".join(err.split())
     assert not (tmp_path / "r").exists()
+
+
+def test_plot_writes_the_segmentation_figures(two_models, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "plot", str(two_models / "sym"), str(two_models / "rpc"), "--out",
+                           str(tmp_path / "plots"))
+    assert code == 0, err
+    assert (tmp_path / "plots" / "segmentation_corruptions.png").is_file()
+    assert (tmp_path / "plots" / "segmentation_corruptions.svg").is_file()

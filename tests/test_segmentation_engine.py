@@ -219,3 +219,8 @@ def test_sample_shards_merge_into_the_records_of_one_run(tmp_path):
     ref, merged = ResultsStore(tmp_path / "ref"), ResultsStore(tmp_path / "m")
     for spec in reference.written:
         assert merged.read_cell(spec)[0].equals(ref.read_cell(spec)[0])
+    clean = next(s for s in reference.written if s.condition == "clean")
+    saved = predictions_folder(tmp_path / "ref", clean)  # 4 kept: batch 0 (shard 0) and batch 1 (shard 1)
+    copied = predictions_folder(tmp_path / "m", clean)
+    assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in saved.iterdir())
+    assert all((copied / p.name).read_bytes() == p.read_bytes() for p in saved.iterdir())

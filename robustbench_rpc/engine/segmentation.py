@@ -27,13 +27,12 @@ from torch import Tensor
 from robustbench_rpc.engine.guards import BadMaskError, check_finite
 from robustbench_rpc.errors import UserError
 from robustbench_rpc.results.schema import SEGMENTATION_TASK, CellSpec
+from robustbench_rpc.results.segmentation import PREDICTIONS_DIR
 
 if TYPE_CHECKING:  # pragma: no cover
     from robustbench_rpc.data.base import Batch
     from robustbench_rpc.engine.runner import BatchPart, Engine
 
-#: Folder of a results directory where the first clean predictions of each segmentation cell are kept.
-PREDICTIONS_DIR = "predictions"
 #: Steps of the iterative attacks when ``--option steps=N`` is not given (FGSM takes one step of size eps).
 DEFAULT_STEPS = {"pgd": 10, "segpgd": 10}
 

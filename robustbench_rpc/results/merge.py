@@ -219,6 +219,9 @@ def merge_results(dirs: Sequence[str | Path], out: str | Path, *, allow_partial:
             records, provenance, extra = assembled[key]
             target.write_cell(spec, records, provenance, extra=extra)
             report.copied.append(spec.slug())
+    from robustbench_rpc.results.segmentation import copy_predictions
+
+    copy_predictions([s.root for s in stores], target.root, set(found) | set(assembled))  # segmentation masks
     merge_record = {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command_line": list(command_line if command_line is not None else sys.argv),

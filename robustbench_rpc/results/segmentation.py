@@ -9,6 +9,7 @@ segmentation_metrics`), in %. Per model and dataset, the corruption cells also g
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,6 +19,9 @@ from robustbench_rpc.metrics.segmentation import ClassAreas, segmentation_metric
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+#: Folder of a results directory where the first clean predictions of each segmentation cell are kept, one
+#: sub-folder ``<slug>-<key>`` per cell.
+PREDICTIONS_DIR = "predictions"
 #: Record columns of a segmentation cell that the metrics read.
 AREA_COLUMNS = ("area_intersect", "area_union", "area_pred", "area_label")
 #: The dataset-level metrics of a segmentation cell, in this order.
@@ -97,3 +101,23 @@ def segmentation_comparison_rows(baseline: Any, other: Any, resamples: int, seed
                      "model_value": float(model_values[metric]),
                      "diff": float(model_values[metric] - base_values[metric]), "ci_low": low, "ci_high": high})
     return rows
+
+
+def copy_predictions(sources: list[Path], target: Path, keys: set[str]) -> int:
+    """Copy the saved predictions of the cells ``keys`` from results directories into ``target`` (atomically,
+    files already there are kept); return the number of files copied. Used when shards are merged."""
+    from robustbench_rpc.atomic import atomic_write_bytes
+
+    copied = 0
+    for root in sources:
+        folder = Path(root) / PREDICTIONS_DIR
+        for cell_dir in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if not cell_dir.is_dir() or cell_dir.name.rsplit("-", 1)[-1] not in keys:
+                continue
+            (target / PREDICTIONS_DIR / cell_dir.name).mkdir(parents=True, exist_ok=True)
+            for path in sorted(cell_dir.glob("*.png")):
+                destination = target / PREDICTIONS_DIR / cell_dir.name / path.name
+                if not destination.exists():
+                    atomic_write_bytes(destination, path.read_bytes())
+                    copied += 1
+    return copied
