@@ -328,3 +328,11 @@ def test_colour_masks_and_unknown_specs(tmp_path):
         load_segmentation_source("ade20k")
     with pytest.raises(UserError, match=r"splits 'train' and 'test', not 'val'"):
         load_segmentation_source("digit-scenes:val")
+
+
+def test_the_classification_registry_points_segmentation_names_elsewhere():
+    from robustbench_rpc.data.registry import SEGMENTATION_DATASET_NAMES, build_dataset
+
+    assert SEGMENTATION_DATASET_NAMES == ("digit-scenes", "ade20k", "segfolder")
+    with pytest.raises(UserError, match=r"'ade20k' is a segmentation dataset .*segmentation task"):
+        build_dataset("ade20k", "/nowhere")
