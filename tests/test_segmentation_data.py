@@ -294,6 +294,15 @@ def test_an_image_without_a_mask(tmp_path):
         load_segmentation_source(f"segfolder:{root}")
 
 
+def test_two_images_of_one_stem(tmp_path):
+    root = _segfolder(tmp_path / "set")
+    _jpeg(root / "images" / "a.jpg", 4, 4)
+    _jpeg(root / "images" / "a.png", 4, 4)
+    _mask(root / "masks" / "a.png", np.zeros((4, 4)))
+    with pytest.raises(UserError, match=r"images .*a\.jpg and .*a\.png share the stem 'a'"):
+        load_segmentation_source(f"segfolder:{root}")
+
+
 def test_empty_folders_and_other_layouts(tmp_path):
     root = _segfolder(tmp_path / "set")
     with pytest.raises(UserError, match=r"images holds no \.png, \.jpg or \.jpeg images"):
