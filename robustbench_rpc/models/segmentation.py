@@ -52,7 +52,8 @@ SIZES: dict[str, dict[str, Any]] = {
               "n_cls": 150},
     "base": {"d_model": 768, "n_layers": 12, "n_heads": 12, "patch_size": 16, "mlp_ratio": 4.0, "window": 512,
              "n_cls": 150},
-    "digits": {"d_model": 64, "n_layers": 4, "n_heads": 4, "patch_size": 4, "mlp_ratio": 2.0, "window": 32,
+    # the digit-scenes demo: 64 x 64 scenes (one window), 11 classes (background and the ten digits)
+    "digits": {"d_model": 64, "n_layers": 4, "n_heads": 4, "patch_size": 8, "mlp_ratio": 2.0, "window": 64,
                "n_cls": 11},
 }
 ENCODER_LABELS = {"symvit": "SymViT", "rpc_symvit": "RPC-SymViT", "vit": "timm ViT"}
@@ -243,7 +244,8 @@ def default_config(entry: SegmentationEntry) -> dict[str, Any]:
             "n_layers": size["n_layers"], "n_heads": size["n_heads"], "patch_size": size["patch_size"],
             "mlp_ratio": size["mlp_ratio"], "window": size["window"], "stride": _eval_stride(size["window"]),
             "n_cls": size["n_cls"], "decoder_layers": 2, "decoder_heads": None, "ln_eps": SEGMENTER_LN_EPS,
-            "normalization": "vit" if entry.encoder == "vit" else "deit", "image_size": None}
+            "normalization": "vit" if entry.encoder == "vit" or entry.size == "digits" else "deit",
+            "image_size": None}
 
 
 def _eval_stride(window: int) -> int:

@@ -194,7 +194,12 @@ def _decode_checked(data: bytes, path: Path) -> np.ndarray:
 def _pair_up(images: Sequence[Path], mask_dir: Path, root: Path) -> list[MaskedFile]:
     """Pair each image with ``mask_dir/<stem>.png``; an image without a mask is a UserError naming it."""
     files = []
+    stems: dict[str, Path] = {}
     for image in images:
+        if image.stem in stems:
+            raise UserError(f"images {stems[image.stem]} and {image} share the stem {image.stem!r} and so one mask; "
+                            f"rename one of them.")
+        stems[image.stem] = image
         mask = mask_dir / f"{image.stem}.png"
         if not mask.is_file():
             raise UserError(f"image {image} has no mask {mask}; every image needs a mask of the same stem.")

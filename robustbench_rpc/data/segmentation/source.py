@@ -96,9 +96,13 @@ def collate_segmentation(samples: Sequence[SegSample], ignore_index: int = IGNOR
     kept = [s for s in samples if s.image is not None and s.mask is not None]
     skipped = [(s.sample_id, s.status.removeprefix("skipped:")) for s in samples if s.image is None or s.mask is None]
     converted = [(s.sample_id, s.status.removeprefix("converted:")) for s in kept if s.status != "ok"]
-    if kept:
-        height = max(int(s.image.shape[-2]) for s in kept)  # type: ignore[union-attr]
-        width = max(int(s.image.shape[-1]) for s in kept)  # type: ignore[union-attr]
+    sizes = {tuple(s.mask.shape) for s in kept}  # type: ignore[union-attr]
+    if len(sizes) == 1:
+        images = torch.stack([s.image for s in kept])  # type: ignore[misc]
+        masks = torch.stack([s.mask for s in kept])  # type: ignore[misc]
+    elif kept:
+        height = max(h for h, _ in sizes)
+        width = max(w for _, w in sizes)
         images = torch.zeros(len(kept), 3, height, width)
         masks = torch.full((len(kept), height, width), ignore_index, dtype=torch.long)
         for row, s in enumerate(kept):
