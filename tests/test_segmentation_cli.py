@@ -153,6 +153,8 @@ def test_evaluate_and_attack_on_digit_scenes_end_to_end(tmp_path, capsys):
     (["evaluate", "--task", "segmentation", "--imagenet", "/data"], "--imagenet does not apply to --task "
      "segmentation; its data is --data digit-scenes, ade20k:PATH or segfolder:PATH."),
     (["evaluate", "--task", "detection"], "Unknown --task 'detection'; expected classification or segmentation."),
+    (["evaluate", "--suite", "digits"], "segmenter_symvit_digits is a segmentation model; pass --task segmentation "
+     "with --data digit-scenes, ade20k:PATH or segfolder:PATH."),
     (["evaluate", "--task", "segmentation", "--data", "digit-scenes", "--suite", "clean,imagenet-c"],
      "Unknown segmentation suite entry 'imagenet-c'; expected some of clean, corrupted, digit-scenes-c."),
     (["evaluate", "--task", "segmentation"], "--task segmentation needs --data: digit-scenes (embedded), "

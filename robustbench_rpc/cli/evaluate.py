@@ -282,7 +282,7 @@ def evaluate_command(
     request = _model_request(model, checkpoint, trust_checkpoint, ema, num_classes, model_arg,
                              (rpc_iters, rpc_lambda, rpc_layers, rpc_threshold),
                              (mean, std, input_size, crop_pct, interpolation))
-    if check_task(task) == "segmentation":
+    if check_task(task, model) == "segmentation":
         refuse_classification_options({
             "--imagenet": imagenet, "--imagenet-c": imagenet_c, "--imagenet-a": imagenet_a, "--imagenet-r": imagenet_r,
             "--imagenet-o": imagenet_o, "--folder": folder, "--path": path, "--data-root": data_root,
@@ -399,7 +399,7 @@ def attack_command(
     request = _model_request(model, checkpoint, trust_checkpoint, ema, num_classes, model_arg,
                              (rpc_iters, rpc_lambda, rpc_layers, rpc_threshold),
                              (mean, std, input_size, crop_pct, interpolation))
-    if check_task(task) == "segmentation":
+    if check_task(task, model) == "segmentation":
         refuse_classification_options({
             "--norm": norm, "--protocol": protocol, "--compat": compat, "--dataset": dataset != "imagenet",
             "--data-root": data_root, "--imagenet": imagenet, "--folder": folder, "--save-adv": save_adv,

@@ -18,11 +18,17 @@ TASKS = ("classification", "segmentation")
 ATTACK_OPTIONS = ("steps", "step_size")
 
 
-def check_task(task: str) -> str:
-    """Validate ``--task`` (classification or segmentation)."""
+def check_task(task: str, model: str | None = None) -> str:
+    """Validate ``--task`` (classification or segmentation); a Segmenter name needs ``--task segmentation``."""
     value = task.strip().lower()
     if value not in TASKS:
         raise UserError(f"Unknown --task {task!r}; expected classification or segmentation.")
+    if value == "classification" and model is not None:
+        from robustbench_rpc.models.segmentation import is_segmentation_model
+
+        if is_segmentation_model(model):
+            raise UserError(f"{model} is a segmentation model; pass --task segmentation with --data "
+                            "digit-scenes, ade20k:PATH or segfolder:PATH.")
     return value
 
 
