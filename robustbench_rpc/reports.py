@@ -128,7 +128,15 @@ def write_robustbench(sources: Sources, out: Path) -> list[dict]:
     """Write the leaderboard-style entries as a JSON list to ``out`` (atomically); return them."""
     out = Path(out)
     check_output_path(out)
+    from robustbench_rpc.errors import UserError
+    from robustbench_rpc.reporting.segmentation import segmentation_rows
+
     stores = open_stores(sources)
-    entries = robustbench_entries(tidy(stores), model_provenance(stores))
+    frame = tidy(stores)
+    frame = frame.drop(index=segmentation_rows(frame).index)  # a classification leaderboard's format
+    if frame.empty:
+        raise UserError("RobustBench entries are for classification results, but these hold only segmentation "
+                        "cells; use report --format md or table --view segmentation.")
+    entries = robustbench_entries(frame, model_provenance(stores))
     write_text(out, json.dumps(entries, indent=2) + "\n")
     return entries

@@ -193,3 +193,11 @@ def test_plot_writes_the_segmentation_figures(two_models, tmp_path, capsys):
     assert code == 0, err
     assert (tmp_path / "plots" / "segmentation_corruptions.png").is_file()
     assert (tmp_path / "plots" / "segmentation_corruptions.svg").is_file()
+
+
+def test_robustbench_entries_of_segmentation_results_are_refused(two_models, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "report", str(two_models / "sym"), "--format", "robustbench", "--out",
+                           str(tmp_path / "entries.json"))
+    assert code != 0 and not (tmp_path / "entries.json").exists()
+    assert ("RobustBench entries are for classification results, but these hold only segmentation cells; use "
+            "report --format md or table --view segmentation.") in " ".join(err.split())
