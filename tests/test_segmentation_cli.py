@@ -201,3 +201,23 @@ def test_robustbench_entries_of_segmentation_results_are_refused(two_models, tmp
     assert code != 0 and not (tmp_path / "entries.json").exists()
     assert ("RobustBench entries are for classification results, but these hold only segmentation cells; use "
             "report --format md or table --view segmentation.") in " ".join(err.split())
+
+
+def test_image_size_resizes_images_and_masks_before_the_model(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "evaluate", "--task", "segmentation", "-m", "segmenter_symvit_digits",
+                           "--num-classes", "11", "--data", "digit-scenes", "--limit", "2", "--image-size", "32",
+                           "--keep-predictions", "0", "--quiet", "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    from robustbench_rpc.results.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "r")
+    (cell,) = store.cell_files()
+    records = store.read_records(cell)
+    from robustbench_rpc.data.segmentation import load_segmentation_source
+
+    _, batch = next(iter(load_segmentation_source("digit-scenes", limit=2, image_size=32).shard_batches(2)))
+    assert batch.masks.shape == (2, 32, 32)
+    labelled = (batch.masks != 255).flatten(1).sum(1).tolist()  # the pixels of the 32 x 32 scenes that count
+    assert [sum(p) for p in records["area_pred"]] == labelled == [sum(v) for v in records["area_label"]]
+    assert cell.meta["extra"]["class_names"] == ["background", *map(str, range(10))]
+    assert not (tmp_path / "r" / "predictions").exists()

@@ -116,6 +116,7 @@ def test_records_round_trip_and_metrics_equal_a_direct_computation(tmp_path):
     for spec in summary.written:
         records, meta = store.read_cell(spec)
         assert spec.params["task"] == "segmentation" and meta["extra"]["task"] == "segmentation"
+        assert meta["extra"]["class_names"] == ["background", "red", "green"] and meta["extra"]["num_classes"] == 3
         assert list(records["sample_id"]) == source.sample_ids and list(records["index"]) == list(range(10))
         if spec.condition == "clean":
             pred = clean_pred

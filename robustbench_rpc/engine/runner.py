@@ -381,13 +381,13 @@ class Engine:
     # -- jobs ----------------------------------------------------------------------------------------------
     def run(self, jobs: Sequence[Job]) -> None:
         """Run every job, skipping finished cells (unless forced)."""
+        from robustbench_rpc.engine.segmentation import SegmentationJob, run_segmentation
+
         for job in jobs:
             todo = self.pending(job)
             self.skipped.extend(s for s in job.specs if s not in todo)
             if not todo:
                 continue
-            from robustbench_rpc.engine.segmentation import SegmentationJob, run_segmentation
-
             if isinstance(job, SegmentationJob):
                 run_segmentation(self, job, set(s.key() for s in todo))
             elif isinstance(job, ClassifyJob):

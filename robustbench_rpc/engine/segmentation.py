@@ -175,7 +175,10 @@ def run_segmentation(engine: Engine, job: SegmentationJob, todo: set[str]) -> No
     specs = [c.spec for c in cells]
     label = f"segmentation on {source.name}"
     parts, journal = engine._pass(specs, source, compute, label, units=len(cells), journal_cells=job.specs)
-    engine._finish(specs, parts, source, started, {"task": SEGMENTATION_TASK}, journal)
+    # what each position of the records' per-class lists means
+    extra = {"task": SEGMENTATION_TASK, "num_classes": num_classes, "ignore_index": ignore,
+             "class_names": [str(n) for n in getattr(source, "class_names", [])] or None}
+    engine._finish(specs, parts, source, started, extra, journal)
 
 
 # ------------------------------------------------------------------------------------------------ saved masks
