@@ -10,6 +10,7 @@ import torch
 from clirun import run_cli
 from test_segmentation_engine import ColourModel, SceneSource
 
+from robustbench_rpc.errors import UserError
 from robustbench_rpc.metrics.segmentation import class_areas, segmentation_metrics
 from robustbench_rpc.results.tidy import tidy
 from robustbench_rpc.segment import evaluate_segmentation
@@ -221,3 +222,28 @@ def test_image_size_resizes_images_and_masks_before_the_model(tmp_path, capsys):
     assert [sum(p) for p in records["area_pred"]] == labelled == [sum(v) for v in records["area_label"]]
     assert cell.meta["extra"]["class_names"] == ["background", *map(str, range(10))]
     assert not (tmp_path / "r" / "predictions").exists()
+
+
+def test_segmentation_demo_runs_both_segmenters_and_writes_the_report(tmp_path, monkeypatch):
+    from robustbench_rpc.demo import segmentation as demo
+    from robustbench_rpc.demo.train_segmentation import save_segmenter_checkpoint
+    from robustbench_rpc.models.segmentation import load_segmentation_model
+
+    weights = {}
+    torch.manual_seed(0)
+    for name in demo.SEGMENTERS.values():  # stand-ins for the shipped weights: random, saved in their format
+        model = load_segmentation_model(name, num_classes=11, **({"rpc_iters": 2} if "rpc" in name else {}))
+        weights[name] = tmp_path / f"{name}.safetensors"
+        save_segmenter_checkpoint(model, weights[name], {})
+    settings = demo.SegmentationDemoSettings(limit=4, corruptions="fog,contrast", severities="1", attacks="pgd",
+                                             eps="2/255", steps=1, attack_limit=2, batch_size=4)
+    result = demo.run_segmentation_demo(tmp_path / "demo", settings, checkpoints=weights, device="cpu")
+    assert list(result.table["model"]) == ["SymViT", "RPC-SymViT (2 iter/layer 1)"]
+    assert list(result.table.columns) == ["model", "clean mAcc", "clean mIoU", "corrupted mAcc", "corrupted mIoU",
+                                          "PGD 2/255 mAcc", "PGD 2/255 mIoU"]
+    text = result.report.read_text()
+    assert "## Segmentation" in text and "mIoU per corruption" in text
+    with pytest.raises(UserError, match="shipped weights of segmenter_symvit_digits are missing"):
+        monkeypatch.setattr("robustbench_rpc.models.segmentation.shipped_segmentation_checkpoint", lambda n: None)
+        demo.run_segmentation_demo(tmp_path / "none", settings)
+    assert not (tmp_path / "none").exists()
