@@ -11,9 +11,13 @@ linear}`` and the demo's shipped ``segmenter_symvit_digits`` / ``segmenter_rpc_s
   (``[2D, D]``, keys then values) into SymViT;
 - or this package's ``.safetensors`` (the build config in the metadata under :data:`CONFIG_KEY`).
 
-Segmenter's encoder LayerNorms use ``nn.LayerNorm``'s default eps 1e-5 (not DeiT's 1e-6): every encoder built
-here does the same. Inference follows Segmenter's evaluation: an image whose shorter side is below the window is
-upsampled (bilinear) so that it equals the window, windows of ``window`` pixels at ``stride`` go through the
+Without a checkpoint a name builds its size's defaults (tiny / small / base: patch 16, 512-pixel window, stride
+480, 150 classes; SymViT encoders normalize as DeiT, timm ViTs as ViT; the digit-scenes size: 64 wide, 4 blocks,
+4 heads, patch 8, one 64-pixel window, 11 classes, ViT normalization). Segmenter's encoder LayerNorms use
+``nn.LayerNorm``'s default eps 1e-5 (not DeiT's 1e-6): every encoder built here does the same.
+
+Inference follows Segmenter's evaluation: an image whose shorter side is below the window is upsampled
+(bilinear) so that it equals the window, windows of ``window`` pixels at ``stride`` go through the
 network, the logits of overlapping windows are averaged and resized back to the input. The forward returns those
 logits (their softmax is Segmenter's prediction; the argmax is the same).
 """
