@@ -290,3 +290,15 @@ def test_shipped_segmenters_load_by_default_and_score_as_recorded(name):
     assert recorded["mIoU"] > 30
     random = load_segmentation_model(name, shipped_weights=False)
     assert random.checkpoint is None
+
+
+def test_models_info_describes_a_segmentation_model(capsys):
+    import json
+
+    from tests.clirun import run_cli
+
+    code, out, _ = run_cli(capsys, "models", "info", "segmenter_rpc_symvit_digits", "--rpc-iters", "2", "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["task"] == "segmentation" and info["rpc"].startswith("PAP n=2")
+    assert info["window"] == 64 and info["num_classes"] == 11
