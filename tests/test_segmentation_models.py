@@ -11,6 +11,7 @@ import yaml
 
 from robustbench_rpc.errors import UserError
 from robustbench_rpc.models.segmentation import (
+    CONFIG_KEY,
     SEGMENTATION_MODELS,
     config_metadata,
     is_segmentation_model,
@@ -283,7 +284,7 @@ def test_shipped_segmenters_load_by_default_and_score_as_recorded(name):
     model = load_segmentation_model(name)
     assert model.checkpoint == str(path) and model.checkpoint_sha256
     with safe_open(str(path), "pt") as handle:
-        recorded = json.loads(handle.metadata()["summary"])["test"]
+        recorded = json.loads(handle.metadata()[CONFIG_KEY])["summary"]["test"]
     images, masks = digit_scene_tensors("test")
     scores = segmentation_scores(model, images, masks)
     assert scores == pytest.approx(recorded, abs=0.05)  # threads may break a rare argmax tie otherwise

@@ -331,16 +331,18 @@ def load_segmentation_model(name: str, checkpoint: str | None = None, *, num_cla
 
 
 def config_metadata(model: SegmentationModel, summary: dict[str, Any] | None = None) -> dict[str, str]:
-    """Return the safetensors metadata this package writes with a segmentation checkpoint (config, PAP, summary)."""
+    """Return the safetensors metadata this package writes with a segmentation checkpoint (config, PAP, summary).
+
+    One key only: safetensors writes a metadata mapping in no fixed order, so one key keeps the file's bytes a
+    function of its contents.
+    """
     rpc = getattr(model.segmenter.encoder, "rpc", None)
     options = None
     if rpc is not None:
         layers = rpc.layers if isinstance(rpc.layers, str) else list(rpc.layers)
         options = {"rpc_iters": rpc.iters, "rpc_lambda": rpc.lam, "rpc_layers": layers, "rpc_threshold": rpc.threshold}
-    meta = {CONFIG_KEY: json.dumps({"name": model.name, "config": model.config, "rpc": options}, sort_keys=True)}
-    if summary is not None:
-        meta["summary"] = json.dumps(summary, sort_keys=True)
-    return meta
+    record = {"name": model.name, "config": model.config, "rpc": options, "summary": summary}
+    return {CONFIG_KEY: json.dumps(record, sort_keys=True)}
 
 
 def segmentation_params(name: str) -> int:
