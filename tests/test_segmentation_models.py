@@ -11,6 +11,7 @@ import yaml
 
 from robustbench_rpc.errors import UserError
 from robustbench_rpc.models.segmentation import (
+    CONFIG_KEY,
     SEGMENTATION_MODELS,
     config_metadata,
     is_segmentation_model,
@@ -246,3 +247,59 @@ def test_names_and_models_list(capsys):
     assert rows["segmenter_rpc_symvit_tiny_mask"]["task"] == "segmentation"
     assert rows["symvit_tiny_patch16_224"]["task"] == "classification"
     assert rows["segmenter_symvit_digits"]["params"] > 0
+
+
+def test_demo_training_is_deterministic(tmp_path):
+    from dataclasses import replace
+
+    from robustbench_rpc.demo.train_segmentation import (
+        SegTrainConfig,
+        save_segmenter_checkpoint,
+        train_digit_segmenter,
+    )
+
+    config = replace(SegTrainConfig(), epochs=1, train_scenes=16, batch_size=8)
+    paths = []
+    for run in range(2):
+        model, summary = train_digit_segmenter("rpc_symvit", config)
+        paths.append(tmp_path / f"run{run}.safetensors")
+        save_segmenter_checkpoint(model, paths[-1], summary)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    loaded = load_segmentation_model("segmenter_rpc_symvit_digits", str(paths[0]))
+    assert loaded.identity()["rpc"] == "PAP n=4 lambda=4 in blocks [0] (code threshold)"
+    assert summary["train_samples"] == 16 and summary["test_samples"] == 200
+
+
+@pytest.mark.parametrize("name", ["segmenter_symvit_digits", "segmenter_rpc_symvit_digits"])
+def test_shipped_segmenters_load_by_default_and_score_as_recorded(name):
+    import json
+
+    from safetensors import safe_open
+
+    from robustbench_rpc.demo.train_segmentation import digit_scene_tensors, segmentation_scores
+    from robustbench_rpc.models.segmentation import shipped_segmentation_checkpoint
+
+    path = shipped_segmentation_checkpoint(name)
+    assert path is not None and path.stat().st_size < 2_000_000
+    model = load_segmentation_model(name)
+    assert model.checkpoint == str(path) and model.checkpoint_sha256
+    with safe_open(str(path), "pt") as handle:
+        recorded = json.loads(handle.metadata()[CONFIG_KEY])["summary"]["test"]
+    images, masks = digit_scene_tensors("test")
+    scores = segmentation_scores(model, images, masks)
+    assert scores == pytest.approx(recorded, abs=0.05)  # threads may break a rare argmax tie otherwise
+    assert recorded["mIoU"] > 30
+    random = load_segmentation_model(name, shipped_weights=False)
+    assert random.checkpoint is None
+
+
+def test_models_info_describes_a_segmentation_model(capsys):
+    import json
+
+    from tests.clirun import run_cli
+
+    code, out, _ = run_cli(capsys, "models", "info", "segmenter_rpc_symvit_digits", "--rpc-iters", "2", "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["task"] == "segmentation" and info["rpc"].startswith("PAP n=2")
+    assert info["window"] == 64 and info["num_classes"] == 11

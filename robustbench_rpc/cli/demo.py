@@ -47,8 +47,8 @@ def demo_command(
 def train_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the two .safetensors checkpoints.")] = Path(
         "demo-checkpoints"),
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs (default: 60 for both tasks).")
-                      ] = None,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", help="Training epochs (default: 60 for classification, 40 for segmentation).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Training seed.")] = 0,
     task: Annotated[str, typer.Option("--task", help="classification (SymViT / RPC-SymViT on the digits) or "
                                       "segmentation (their Segmenters on digit-scenes).")] = "classification",

@@ -121,6 +121,22 @@ def info_command(
         return
 
     kwargs = opt.model_kwargs(model_arg, rpc_iters, rpc_lambda, rpc_layers, rpc_threshold)
+    from robustbench_rpc.models.segmentation import is_segmentation_model, load_segmentation_model
+
+    if is_segmentation_model(name):
+        seg = load_segmentation_model(name, str(checkpoint) if checkpoint else None,
+                                      trust_checkpoint=trust_checkpoint, num_classes=num_classes, **kwargs)
+        identity = seg.identity()
+        if as_json:
+            typer.echo(json.dumps(identity, indent=2, default=str))
+            return
+        seg_table = Table(title=f"Segmentation model {name}", show_header=False)
+        seg_table.add_column("field", style="bold")
+        seg_table.add_column("value")
+        for key, value in identity.items():
+            seg_table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+        Console().print(seg_table)
+        return
     model = load_model(
         name,
         str(checkpoint) if checkpoint else None,

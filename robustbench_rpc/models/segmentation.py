@@ -11,9 +11,13 @@ linear}`` and the demo's shipped ``segmenter_symvit_digits`` / ``segmenter_rpc_s
   (``[2D, D]``, keys then values) into SymViT;
 - or this package's ``.safetensors`` (the build config in the metadata under :data:`CONFIG_KEY`).
 
-Segmenter's encoder LayerNorms use ``nn.LayerNorm``'s default eps 1e-5 (not DeiT's 1e-6): every encoder built
-here does the same. Inference follows Segmenter's evaluation: an image whose shorter side is below the window is
-upsampled (bilinear) so that it equals the window, windows of ``window`` pixels at ``stride`` go through the
+Without a checkpoint a name builds its size's defaults (tiny / small / base: patch 16, 512-pixel window, stride
+480, 150 classes; SymViT encoders normalize as DeiT, timm ViTs as ViT; the digit-scenes size: 64 wide, 4 blocks,
+4 heads, patch 8, one 64-pixel window, 11 classes, ViT normalization). Segmenter's encoder LayerNorms use
+``nn.LayerNorm``'s default eps 1e-5 (not DeiT's 1e-6): every encoder built here does the same.
+
+Inference follows Segmenter's evaluation: an image whose shorter side is below the window is upsampled
+(bilinear) so that it equals the window, windows of ``window`` pixels at ``stride`` go through the
 network, the logits of overlapping windows are averaged and resized back to the input. The forward returns those
 logits (their softmax is Segmenter's prediction; the argmax is the same).
 """
@@ -327,16 +331,18 @@ def load_segmentation_model(name: str, checkpoint: str | None = None, *, num_cla
 
 
 def config_metadata(model: SegmentationModel, summary: dict[str, Any] | None = None) -> dict[str, str]:
-    """Return the safetensors metadata this package writes with a segmentation checkpoint (config, PAP, summary)."""
+    """Return the safetensors metadata this package writes with a segmentation checkpoint (config, PAP, summary).
+
+    One key only: safetensors writes a metadata mapping in no fixed order, so one key keeps the file's bytes a
+    function of its contents.
+    """
     rpc = getattr(model.segmenter.encoder, "rpc", None)
     options = None
     if rpc is not None:
         layers = rpc.layers if isinstance(rpc.layers, str) else list(rpc.layers)
         options = {"rpc_iters": rpc.iters, "rpc_lambda": rpc.lam, "rpc_layers": layers, "rpc_threshold": rpc.threshold}
-    meta = {CONFIG_KEY: json.dumps({"name": model.name, "config": model.config, "rpc": options}, sort_keys=True)}
-    if summary is not None:
-        meta["summary"] = json.dumps(summary, sort_keys=True)
-    return meta
+    record = {"name": model.name, "config": model.config, "rpc": options, "summary": summary}
+    return {CONFIG_KEY: json.dumps(record, sort_keys=True)}
 
 
 def segmentation_params(name: str) -> int:
