@@ -160,9 +160,10 @@ def run_segmentation(engine: Engine, job: SegmentationJob, todo: set[str]) -> No
                     images = _attack_images(engine, cell, clean, masks, start, ignore)
                 else:
                     images = clean
-                logits = engine._forward(images).cpu()
+                logits = engine._forward(images)  # checked and reduced on the device: [B, C, H, W] is large
                 check_finite(logits.flatten(1), cell.spec, number, batch.sample_ids)
-                pred = logits.argmax(dim=1)
+                pred = logits.argmax(dim=1).cpu()
+                del logits
                 rows[key] = segmentation_records(pred, masks, batch.sample_ids, batch.indices, num_classes, ignore)
                 if cell.kind == "attack":
                     linf = (images.detach().cpu() - batch.images.cpu()).abs().flatten(1).amax(dim=1)
