@@ -247,3 +247,19 @@ def test_segmentation_demo_runs_both_segmenters_and_writes_the_report(tmp_path, 
         monkeypatch.setattr("robustbench_rpc.models.segmentation.shipped_segmentation_checkpoint", lambda n: None)
         demo.run_segmentation_demo(tmp_path / "none", settings)
     assert not (tmp_path / "none").exists()
+
+
+def test_segmentation_view_keeps_cells_of_other_parameters_apart():
+    import pandas as pd
+
+    from robustbench_rpc.reporting.segmentation import segmentation_view
+
+    def row(metric, value, limit):
+        return {"model": "segmenter_symvit_digits", "model_label": "segmenter_symvit_digits", "model_options": "{}",
+                "dataset": "digit-scenes", "condition": "clean", "name": None, "eps": float("nan"),
+                "variant": json.dumps({"limit": limit, "task": "segmentation"}), "metric": metric, "value": value}
+
+    frame = pd.DataFrame([row("mIoU", 40.0, 10), row("mAcc", 50.0, 10), row("mIoU", 44.0, 20)])
+    view = segmentation_view(frame)
+    assert list(view.columns) == ["model", "clean mAcc", "clean mIoU [limit=10]", "clean mIoU [limit=20]"]
+    assert view.iloc[0].tolist() == ["SymViT", 50.0, 40.0, 44.0]

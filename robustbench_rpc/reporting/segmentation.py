@@ -61,10 +61,19 @@ def _labels(frame: pd.DataFrame) -> dict[str, str]:
 
 
 def _suffix(rows: pd.DataFrame) -> pd.Series:
-    """`` [dataset]`` when the rows come from several datasets, else nothing."""
-    if rows["dataset"].nunique() > 1:
-        return " [" + rows["dataset"].astype(str) + "]"
-    return rows["dataset"].map(lambda _: "")
+    """What tells a column's rows apart: `` [dataset, key=value]`` naming the dataset when there are several and
+    the variant parameters whose values differ (e.g. two ``limit``s), else nothing."""
+    import pandas as pd
+
+    variants = [json.loads(v) if v else {} for v in rows["variant"]]
+    keys = sorted({k for v in variants for k in v})
+    differing = [k for k in keys if len({json.dumps(v.get(k), default=str) for v in variants}) > 1]
+    several = rows["dataset"].nunique() > 1
+    texts = []
+    for dataset, variant in zip(rows["dataset"], variants, strict=True):
+        parts = ([str(dataset)] if several else []) + [f"{k}={variant.get(k)}" for k in differing]
+        texts.append(f" [{', '.join(parts)}]" if parts else "")
+    return pd.Series(texts, index=rows.index, dtype=object)
 
 
 def segmentation_view(frame: pd.DataFrame) -> pd.DataFrame:
