@@ -10,6 +10,8 @@ With ``EngineOptions.part`` (``--shard i/n --shard-by samples``) every cell runs
 Every pass journals each batch it finishes (``EngineOptions.journal_root``, :mod:`robustbench_rpc.results.journal`)
 and reads the journal back when it starts, so a killed run redoes at most the batches in flight; every batch's
 logits are checked to be finite before they become records (:mod:`robustbench_rpc.engine.guards`).
+
+Segmentation jobs (:mod:`robustbench_rpc.engine.segmentation`) run through the same pass, journal and writing.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ top-1 / top-5 / error and calibration (ECE, RMS calibration error, AURRA, from `
 ``is_ood``/``ood_score`` get AUPR / AUROC / FPR@95%TPR, attack cells get robust accuracy, clean accuracy, attack
 success rate and perturbation norms. Corruption cells also feed per-model summary rows (condition
 ``imagenet-c-summary``: mean accuracy and error, mCE and relative mCE in % of AlexNet's; see
-:func:`_summary_metrics`).
+:func:`_summary_metrics`). Segmentation cells (param ``task="segmentation"``) get aAcc / mIoU / mAcc from their
+per-image class areas instead, and their corruption cells a mean per model (:mod:`robustbench_rpc.results.
+segmentation`).
 """
 
 from __future__ import annotations
