@@ -185,6 +185,10 @@ def _select_shard(jobs: list[Any], shard: tuple[int, int] | None, shard_by: str 
             cells = [c for c in job.cells if c[0].key() in keep]
             if cells:
                 out.append(replace(job, cells=cells))
+        elif hasattr(job, "only"):  # a segmentation job: several cells in one pass
+            kept = job.only(keep)
+            if kept is not None:
+                out.append(kept)
         elif job.specs[0].key() in keep:
             out.append(job)
     if not out:
@@ -283,7 +287,7 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
         parse_shard,
         plan_fingerprint,
     )
-    from robustbench_rpc.engine.guards import NonFiniteOutputError, NoReadableImagesError
+    from robustbench_rpc.engine.guards import NoReadableImagesError, UnscorableBatchError
     from robustbench_rpc.engine.plan import total_samples
     from robustbench_rpc.engine.progress import ProgressReporter
     from robustbench_rpc.engine.runner import Engine, EngineOptions, SamplePart
@@ -368,7 +372,7 @@ def _run_ranked(request: ModelRequest, out: str | Path, run: RunOptions, build_j
         with ProgressReporter(share, enabled=run.progress and ctx.is_main, description=what) as progress:
             engine.progress = progress
             engine.run(jobs)
-    except (NonFiniteOutputError, NoReadableImagesError):
+    except (UnscorableBatchError, NoReadableImagesError):
         if ctx.is_main and not engine.written:  # refused before anything was stored: leave nothing behind
             store.abandon_run(run_id, created=created)
         raise

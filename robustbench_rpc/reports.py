@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from robustbench_rpc.reporting.exports import check_output_path
 from robustbench_rpc.reporting.report import (
@@ -45,8 +46,60 @@ def write_report(
     comparisons = comparison_markdown(base, comparison, resamples, seed)
     links = write_report_plots(frame, out) if plots else []
     text = render_report(frame, model_provenance(stores), [store.root for store in stores], links, comparisons,
-                         audit=audit_frame(stores), diagnostics=_diagnostics_section(stores, out, plots))
+                         audit=audit_frame(stores), diagnostics=_diagnostics_section(stores, out, plots),
+                         segmentation=_segmentation_section(stores, frame, out, plots))
     return write_text(out, text)
+
+
+def _segmentation_section(stores: list[ResultsStore], frame: Any, out: Path, plots: bool) -> str:
+    """The report's Segmentation section, with figures of the predicted masks the runs saved ('' when none)."""
+    from robustbench_rpc.reporting.report import segmentation_markdown
+    from robustbench_rpc.reporting.segmentation import segmentation_rows
+
+    rows = segmentation_rows(frame)
+    if rows.empty:
+        return ""
+    links = _mask_figures(stores, rows, out) if plots else []
+    return segmentation_markdown(frame, links)
+
+
+def _mask_figures(stores: list[ResultsStore], rows: Any, out: Path) -> list[tuple[str, str]]:
+    """Draw the saved (image, truth, prediction) PNGs of each clean segmentation cell; return (caption, link)s."""
+    import numpy as np
+    from PIL import Image
+
+    from robustbench_rpc.reporting.plots import _slug, prepare_directory, save_figure
+    from robustbench_rpc.reporting.segmentation import _labels
+    from robustbench_rpc.reporting.segmentation_plots import masks_figure
+    from robustbench_rpc.results.segmentation import PREDICTIONS_DIR
+
+    labels = _labels(rows)
+    cells = {key: (label, dataset) for key, label, dataset in
+             zip(rows["cell_key"], rows["model_label"], rows["dataset"], strict=True) if key}
+    links: list[tuple[str, str]] = []
+    for store in stores:
+        folder = store.root / PREDICTIONS_DIR
+        for cell_dir in sorted(folder.iterdir()) if folder.is_dir() else []:
+            key = cell_dir.name.rsplit("-", 1)[-1]
+            if key not in cells:
+                continue
+            samples = []
+            for image_path in sorted(cell_dir.glob("*-image.png")):
+                stem = image_path.name.removesuffix("-image.png")
+                truth, pred = cell_dir / f"{stem}-truth.png", cell_dir / f"{stem}-pred.png"
+                if truth.is_file() and pred.is_file():
+                    samples.append((f"image {int(stem)}", *(np.asarray(Image.open(p).convert("RGB"))
+                                                            for p in (image_path, truth, pred))))
+            if not samples:
+                continue
+            label, dataset = cells[key]
+            figure = masks_figure(f"Predicted masks: {labels[label]} on {dataset} (clean)", samples)
+            plot_dir = prepare_directory(out.parent / f"{out.stem}_plots")
+            stem = f"masks_{_slug(label)}_{_slug(dataset)}"
+            for fmt in ("png", "svg"):
+                save_figure(figure, plot_dir / f"{stem}.{fmt}", fmt)
+            links.append((f"Predicted masks of {labels[label]} on {dataset}", f"{plot_dir.name}/{stem}.png"))
+    return links
 
 
 def _diagnostics_section(stores: list[ResultsStore], out: Path, plots: bool) -> str:
@@ -75,7 +128,15 @@ def write_robustbench(sources: Sources, out: Path) -> list[dict]:
     """Write the leaderboard-style entries as a JSON list to ``out`` (atomically); return them."""
     out = Path(out)
     check_output_path(out)
+    from robustbench_rpc.errors import UserError
+    from robustbench_rpc.reporting.segmentation import segmentation_rows
+
     stores = open_stores(sources)
-    entries = robustbench_entries(tidy(stores), model_provenance(stores))
+    frame = tidy(stores)
+    frame = frame.drop(index=segmentation_rows(frame).index)  # a classification leaderboard's format
+    if frame.empty:
+        raise UserError("RobustBench entries are for classification results, but these hold only segmentation "
+                        "cells; use report --format md or table --view segmentation.")
+    entries = robustbench_entries(frame, model_provenance(stores))
     write_text(out, json.dumps(entries, indent=2) + "\n")
     return entries

@@ -52,6 +52,7 @@ LAYER_OF = {
     "engine": "engine",
     "api": "api",
     "reports": "api",
+    "segment": "api",
     "spec": "api",
     "audit": "audit",
     "diagnostics": "api",

@@ -36,6 +36,8 @@ _EXPORTS = {
     "AttackBatchResult": "runner",
     "attack_metrics": "runner",
     "run_attack": "runner",
+    "SEGMENTATION_ATTACKS": "segmentation",
+    "segmentation_attack": "segmentation",
     "load_adversarial": "saving",
     "save_adversarial": "saving",
     "SparseL1Descent": "sld",

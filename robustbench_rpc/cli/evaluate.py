@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from robustbench_rpc.cli import options as opt
+from robustbench_rpc.errors import UserError
 from robustbench_rpc.names import eps_text
 
 DATA_PANEL = "Data"
@@ -53,6 +54,11 @@ Labels = Annotated[str | None, typer.Option("--labels", help="Labels file for a 
                                                rich_help_panel=DATA_PANEL)]
 Classes = Annotated[str | None, typer.Option("--classes", help="Class list for --suite folder / --dataset folder.",
                                                 rich_help_panel=DATA_PANEL)]
+Task = Annotated[str, typer.Option("--task", help="classification (default) or segmentation (a Segmenter model, "
+                                   "--data digit-scenes, ade20k:PATH or segfolder:PATH; aAcc / mIoU / mAcc).",
+                                   rich_help_panel=DATA_PANEL)]
+ImageSize = Annotated[int | None, typer.Option("--image-size", help="Segmentation: resize the images (and masks, "
+                                               "nearest) to this shorter side first.", rich_help_panel=DATA_PANEL)]
 
 
 def _model_request(model: str, checkpoint: Path | None, trust: bool, ema: bool, num_classes: int | None,
@@ -125,6 +131,15 @@ def _attack_data(dataset: str, data: str | None, imagenet: str | None, folder: s
     return None
 
 
+def _segmentation_run(batch_size: int, workers: int, prefetch: int | None, device: str, amp: str,
+                      channels_last: bool, compile_model: bool, seed: int, force: bool, allow_mixed: bool,
+                      shard: str | None, shard_by: str, quiet: bool) -> dict[str, Any]:
+    """The run options of a segmentation command (those of classification that apply)."""
+    return {"batch_size": batch_size, "workers": workers, "prefetch_factor": prefetch, "device": device,
+            "precision": amp, "channels_last": channels_last, "compile": compile_model, "seed": seed, "force": force,
+            "allow_mixed": allow_mixed, "shard": shard, "shard_by": shard_by, "progress": not quiet}
+
+
 def _missing(value: Any) -> bool:
     return value is None or value != value  # None or NaN
 
@@ -157,7 +172,8 @@ def _print_summary(summary: Any, title: str) -> None:
 
     console = Console()
     frame = summary.table
-    keep = ("top1", "top5", "aupr", "auroc", "robust_top1", "success_rate", "linf_max", "l2_max")
+    keep = ("top1", "top5", "aupr", "auroc", "robust_top1", "success_rate", "linf_max", "l2_max", "aAcc", "mIoU",
+            "mAcc")
     columns = ("dataset", "condition", "name", "severity", "norm", "eps", "metric", "value", "n")
     rows = []
     if frame is not None and not frame.empty:
@@ -256,13 +272,38 @@ def evaluate_command(
     shard: Shard = None,
     shard_by: ShardBy = "cells",
     quiet: Quiet = False,
+    task: Task = "classification",
+    image_size: ImageSize = None,
+    keep_predictions: Annotated[int, typer.Option("--keep-predictions", help="Segmentation: save the first N "
+                                "clean predictions as PNGs beside the truth (for the report).",
+                                rich_help_panel=RUN_PANEL)] = 4,
 ) -> None:
-    """Evaluate a model on ImageNet, ImageNet-C (released or generated), ImageNet-A/R/O, a folder or the digits."""
+    """Evaluate a model on ImageNet, ImageNet-C (released or generated), ImageNet-A/R/O, a folder or the digits;
+    with --task segmentation a segmentation model on clean and corrupted (generated) images."""
     from robustbench_rpc.api import evaluate
+    from robustbench_rpc.cli.segment import check_task, refuse_classification_options, run_segmentation_evaluate
 
     request = _model_request(model, checkpoint, trust_checkpoint, ema, num_classes, model_arg,
                              (rpc_iters, rpc_lambda, rpc_layers, rpc_threshold),
                              (mean, std, input_size, crop_pct, interpolation))
+    if check_task(task, model) == "segmentation":
+        refuse_classification_options({
+            "--imagenet": imagenet, "--imagenet-c": imagenet_c, "--imagenet-a": imagenet_a, "--imagenet-r": imagenet_r,
+            "--imagenet-o": imagenet_o, "--folder": folder, "--path": path, "--data-root": data_root,
+            "--labels": labels, "--classes": classes, "--subset": subset, "--jpeg": jpeg, "--allow-missing":
+            allow_missing, "--ar-all-classes": ar_all_classes, "--corruption-rng device": corruption_rng != "cpu",
+            "--ema": ema, "--decode gpu": decode != "cpu", "--mean/--std/--input-size/--crop-pct/--interpolation":
+            bool(request["preprocessing"])})
+        summary = run_segmentation_evaluate(
+            model, data, suite, _segmentation_run(batch_size, workers, prefetch, device, amp, channels_last,
+                                                  compile_model, seed, force, allow_mixed, shard, shard_by, quiet),
+            request, out=out, corruptions=corruptions, severities=severities, limit=limit, image_size=image_size,
+            keep_predictions=keep_predictions)
+        _print_summary(summary, f"{model}: segmentation")
+        return
+    if image_size is not None:
+        raise UserError("--image-size applies to --task segmentation; classification models set their input size "
+                        "with --input-size.")
     paths = {"imagenet": imagenet, "imagenet-c": imagenet_c, "imagenet-a": imagenet_a, "imagenet-r": imagenet_r,
              "imagenet-o": imagenet_o, "folder": folder}
     paths.update(_path_pairs(path or []))
@@ -350,14 +391,34 @@ def attack_command(
     shard: Shard = None,
     shard_by: ShardBy = "cells",
     quiet: Quiet = False,
+    task: Task = "classification",
+    image_size: ImageSize = None,
 ) -> None:
-    """Attack a model over a range of budgets; every (attack, eps) becomes a cell of the results directory."""
+    """Attack a model over a range of budgets; every (attack, eps) becomes a cell of the results directory (with
+    --task segmentation: pgd, fgsm or segpgd on the per-pixel cross-entropy, robust aAcc / mIoU / mAcc)."""
     from robustbench_rpc.api import attack as run_attacks
     from robustbench_rpc.attacks import parse_options
+    from robustbench_rpc.cli.segment import check_task, refuse_classification_options, run_segmentation_attack
 
     request = _model_request(model, checkpoint, trust_checkpoint, ema, num_classes, model_arg,
                              (rpc_iters, rpc_lambda, rpc_layers, rpc_threshold),
                              (mean, std, input_size, crop_pct, interpolation))
+    if check_task(task, model) == "segmentation":
+        refuse_classification_options({
+            "--norm": norm, "--protocol": protocol, "--compat": compat, "--dataset": dataset != "imagenet",
+            "--data-root": data_root, "--imagenet": imagenet, "--folder": folder, "--save-adv": save_adv,
+            "--surrogate": surrogate, "--attack-dtype": attack_dtype, "--seeds": seeds, "--labels": labels,
+            "--classes": classes, "--subset": subset, "--ema": ema, "--decode gpu": decode != "cpu",
+            "--mean/--std/--input-size/--crop-pct/--interpolation": bool(request["preprocessing"])})
+        summary = run_segmentation_attack(
+            model, data, attack, eps, parse_options(attack_option or []),
+            _segmentation_run(batch_size, workers, prefetch, device, amp, False, False, seed, force, allow_mixed,
+                              shard, shard_by, quiet),
+            request, out=out, limit=limit, image_size=image_size)
+        _print_summary(summary, f"{model}: segmentation attacks")
+        return
+    if image_size is not None:
+        raise UserError("--image-size applies to --task segmentation.")
     dataset = "imagenet" if dataset.strip().lower() == "clean" else dataset
     data = _attack_data(dataset, data, imagenet, folder, data_root)
     summary = run_attacks(

@@ -28,36 +28,45 @@ def list_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List this package's models (family, attention, parameters) and optionally timm models."""
+    """List this package's models (task, family, attention, parameters) and optionally timm models."""
     from rich.console import Console
     from rich.table import Table
 
     from robustbench_rpc.models.registry import CATALOGUE, ensure_registered
+    from robustbench_rpc.models.segmentation import SEGMENTATION_MODELS, segmentation_params
 
     ensure_registered()
     rows: list[dict[str, Any]] = [
-        {"name": e.name, "family": e.family, "attention": e.attention, "params": _count_params(e.name),
-         "description": e.description}
+        {"name": e.name, "task": "classification", "family": e.family, "attention": e.attention,
+         "params": _count_params(e.name), "description": e.description}
         for e in CATALOGUE.values()
+    ]
+    rows += [
+        {"name": e.name, "task": "segmentation", "family": "segmenter", "attention": "rpc" if e.encoder ==
+         "rpc_symvit" else "symmetric" if e.encoder == "symvit" else "softmax", "params": segmentation_params(e.name),
+         "description": e.description}
+        for e in SEGMENTATION_MODELS.values()
     ]
     if timm_pattern:
         import timm
 
         for name in timm.list_models(timm_pattern):
             if name not in CATALOGUE:
-                rows.append({"name": name, "family": "timm", "attention": "softmax", "params": _count_params(name),
-                             "description": "timm model"})
+                rows.append({"name": name, "task": "classification", "family": "timm", "attention": "softmax",
+                             "params": _count_params(name), "description": "timm model"})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="Registered models", show_lines=False)
     table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("task", no_wrap=True)
     table.add_column("family", no_wrap=True)
     table.add_column("attention", no_wrap=True)
     table.add_column("params", justify="right", no_wrap=True)
     table.add_column("description", style="dim", overflow="fold")
     for row in rows:
-        table.add_row(row["name"], row["family"], row["attention"], f"{row['params'] / 1e6:.2f}M", row["description"])
+        table.add_row(row["name"], row["task"], row["family"], row["attention"], f"{row['params'] / 1e6:.2f}M",
+                      row["description"])
     Console().print(table)
 
 
@@ -112,6 +121,22 @@ def info_command(
         return
 
     kwargs = opt.model_kwargs(model_arg, rpc_iters, rpc_lambda, rpc_layers, rpc_threshold)
+    from robustbench_rpc.models.segmentation import is_segmentation_model, load_segmentation_model
+
+    if is_segmentation_model(name):
+        seg = load_segmentation_model(name, str(checkpoint) if checkpoint else None,
+                                      trust_checkpoint=trust_checkpoint, num_classes=num_classes, **kwargs)
+        identity = seg.identity()
+        if as_json:
+            typer.echo(json.dumps(identity, indent=2, default=str))
+            return
+        seg_table = Table(title=f"Segmentation model {name}", show_header=False)
+        seg_table.add_column("field", style="bold")
+        seg_table.add_column("value")
+        for key, value in identity.items():
+            seg_table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+        Console().print(seg_table)
+        return
     model = load_model(
         name,
         str(checkpoint) if checkpoint else None,

@@ -54,7 +54,7 @@ def table_command(
 
         tidy_frame = tidy(results)
         frame = build_view(tidy_frame, view)
-        shows_attacks = view in ("attacks", "paper-attacks") or (
+        shows_attacks = view in ("attacks", "paper-attacks", "segmentation") or (
             view == "paper" and any("robust" in str(c) for c in frame.columns))
         notes = threat_model_notes(tidy_frame) if shows_attacks else []
     if out is not None:

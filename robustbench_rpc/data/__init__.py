@@ -4,7 +4,8 @@ Every file-backed dataset is an :class:`ImageListDataset` of (file, canonical la
 :class:`LoadedSample`; use :func:`collate` (or ``dataset.loader(...)``) to get :class:`Batch` objects and
 :class:`LoadReport` to count skipped or converted files. Labels always come from the sorted list of the 1000
 ImageNet synsets. The embedded digits (scikit-learn's handwritten digits, used by the demo) are in
-:mod:`robustbench_rpc.data.digits`.
+:mod:`robustbench_rpc.data.digits`. Segmentation datasets ((image, mask) pairs: the embedded digit scenes, ADE20K,
+any image/mask folder) are in :mod:`robustbench_rpc.data.segmentation`.
 """
 
 from __future__ import annotations

@@ -45,7 +45,10 @@ class LoadedSample(NamedTuple):
 
 @dataclass
 class Batch:
-    """A collated batch; unreadable samples are not in it but listed in ``skipped`` as (sample_id, reason)."""
+    """A collated batch; unreadable samples are not in it but listed in ``skipped`` as (sample_id, reason).
+
+    ``masks`` (segmentation only) is long [B, H, W]: each pixel's class in 0..num_classes-1, 255 = ignored.
+    """
 
     images: Tensor
     labels: Tensor
@@ -54,6 +57,7 @@ class Batch:
     is_ood: Tensor
     skipped: list[tuple[str, str]] = field(default_factory=list)
     converted: list[tuple[str, str]] = field(default_factory=list)
+    masks: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.sample_ids)

@@ -46,21 +46,25 @@ def upsample_digits(raw: np.ndarray) -> torch.Tensor:
     return x.clamp_(0.0, 1.0).expand(-1, 3, -1, -1).contiguous()
 
 
-def load_digits_split(split: str = "test") -> DigitsSplit:
-    """Load the ``train`` or ``test`` split (fixed, seeded, stratified)."""
-    from sklearn.datasets import load_digits
+def split_indices(split: str, target: np.ndarray) -> np.ndarray:
+    """Return the sorted positions of the ``train`` or ``test`` split among the digits whose labels are ``target``."""
     from sklearn.model_selection import train_test_split
 
     from robustbench_rpc.errors import UserError
 
     if split not in ("train", "test"):
         raise UserError(f"The digits dataset has splits 'train' and 'test', not {split!r}.")
+    order = np.arange(len(target))
+    train_idx, test_idx = train_test_split(order, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=target)
+    return np.sort(train_idx if split == "train" else test_idx)
+
+
+def load_digits_split(split: str = "test") -> DigitsSplit:
+    """Load the ``train`` or ``test`` split (fixed, seeded, stratified)."""
+    from sklearn.datasets import load_digits
+
     data = load_digits()
-    order = np.arange(len(data.target))
-    train_idx, test_idx = train_test_split(
-        order, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=data.target
-    )
-    idx = np.sort(train_idx if split == "train" else test_idx)
+    idx = split_indices(split, data.target)
     images = upsample_digits(data.images[idx])
     labels = torch.from_numpy(data.target[idx].astype(np.int64))
     return DigitsSplit(images, labels, idx, split)

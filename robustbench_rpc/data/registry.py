@@ -10,6 +10,7 @@ from robustbench_rpc.data.base import ImageListDataset
 from robustbench_rpc.data.folder import folder_dataset
 from robustbench_rpc.data.imagenet import imagenet_a, imagenet_o_detection, imagenet_r, imagenet_val
 from robustbench_rpc.data.imagenet_c import ImageNetC
+from robustbench_rpc.data.segmentation import SEGMENTATION_DATASETS
 from robustbench_rpc.data.transforms import build_eval_transform
 from robustbench_rpc.errors import UserError, did_you_mean
 
@@ -31,6 +32,9 @@ DATASET_LAYOUTS: dict[str, str] = {
     "imagenet-o": "<root>/<wnid>/* (ImageNet-O) plus --imagenet-root with the ImageNet validation set",
     "folder": "<root>/<wnid>/*, or <root>/<class>/* with --classes FILE",
 }
+
+#: Segmentation datasets (built by ``robustbench_rpc.data.segmentation.load_segmentation_source``, not here).
+SEGMENTATION_DATASET_NAMES: tuple[str, ...] = tuple(SEGMENTATION_DATASETS)
 
 
 class _TransformedImageNetC(ImageNetC):
@@ -62,6 +66,9 @@ def build_dataset(
     ``imagenet-c`` returns an :class:`ImageNetC` (call ``.cells()`` and ``.dataset(c, s)``); the others return
     an :class:`ImageListDataset` whose ``class_indices`` is the logit mask to evaluate with.
     """
+    if name in SEGMENTATION_DATASET_NAMES:
+        raise UserError(f"{name!r} is a segmentation dataset ({SEGMENTATION_DATASETS[name]}); evaluate it with the "
+                        f"segmentation task, not as a classification dataset.")
     if name not in DATASET_NAMES:
         raise UserError(
             f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}{did_you_mean(name, DATASET_NAMES)}."

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from robustbench_rpc.data.batches import canonical_batches as canonical_batches  # the shared numbering
 from robustbench_rpc.errors import UserError, did_you_mean
 
 T = TypeVar("T")
@@ -275,12 +276,3 @@ def sample_shard_rank(index: int, count: int, rank: int = 0, world_size: int = 1
 def shard_of(position: int, count: int) -> int:
     """Return the shard that owns the cell at ``position`` of the plan."""
     return position % count
-
-
-def canonical_batches(total: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[tuple[int, range]]:
-    """Return ``(batch number, dataset positions)`` of the canonical batches this rank evaluates."""
-    out = []
-    for number, start in enumerate(range(0, total, batch_size)):
-        if number % world_size == rank:
-            out.append((number, range(start, min(start + batch_size, total))))
-    return out

@@ -11,8 +11,16 @@ from robustbench_rpc.errors import UserError
 from robustbench_rpc.results.schema import CellSpec
 
 
-class NonFiniteOutputError(UserError):
+class UnscorableBatchError(UserError):
+    """A batch that cannot be scored (non-finite logits, bad masks): the pass stops and its cells are not stored."""
+
+
+class NonFiniteOutputError(UnscorableBatchError):
     """The model returned NaN or infinite logits: the cell would hold meaningless predictions."""
+
+
+class BadMaskError(UnscorableBatchError):
+    """A segmentation batch whose masks do not fit its images or classes: its cells would be meaningless."""
 
 
 class NoReadableImagesError(UserError):

@@ -273,7 +273,6 @@ def total_samples(jobs: Sequence[Job]) -> int:
     """Return the number of sample evaluations the jobs will perform (for the overall progress bar)."""
     total = 0
     for job in jobs:
-        n = len(job.source)
-        total += n * (len(job.cells) if isinstance(job, GeneratedCorruptionJob) else 1)
+        total += len(job.source) * len(job.specs)  # a job with several cells runs each on every image
     return total
 

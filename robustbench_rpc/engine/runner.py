@@ -10,6 +10,8 @@ With ``EngineOptions.part`` (``--shard i/n --shard-by samples``) every cell runs
 Every pass journals each batch it finishes (``EngineOptions.journal_root``, :mod:`robustbench_rpc.results.journal`)
 and reads the journal back when it starts, so a killed run redoes at most the batches in flight; every batch's
 logits are checked to be finite before they become records (:mod:`robustbench_rpc.engine.guards`).
+
+Segmentation jobs (:mod:`robustbench_rpc.engine.segmentation`) run through the same pass, journal and writing.
 """
 
 from __future__ import annotations
@@ -33,11 +35,16 @@ from robustbench_rpc.engine.distributed import (
     gather_to_main,
     sample_shard_rank,
 )
-from robustbench_rpc.engine.guards import NonFiniteOutputError, check_finite, no_readable_images
+from robustbench_rpc.engine.guards import (
+    NonFiniteOutputError,
+    UnscorableBatchError,
+    check_finite,
+    no_readable_images,
+)
 from robustbench_rpc.engine.records import records_frame, records_from_logits
 from robustbench_rpc.engine.sources import BatchSource, LoaderOptions
 from robustbench_rpc.results.journal import BatchJournal
-from robustbench_rpc.results.schema import BASE_COLUMNS, CellSpec
+from robustbench_rpc.results.schema import CellSpec, required_columns
 
 
 @dataclass(frozen=True)
@@ -170,7 +177,7 @@ class StabilityJob:
         return [self.spec]
 
 
-Job = ClassifyJob | GeneratedCorruptionJob | AttackJob | StabilityJob
+Job = ClassifyJob | GeneratedCorruptionJob | AttackJob | StabilityJob  # and engine.segmentation.SegmentationJob
 
 
 #: At most this many distinct attack log lines are kept with a cell (warnings first).
@@ -267,7 +274,7 @@ class Engine:
         for part in parts:
             self._tick(label, (part.loaded + len(part.skipped)) * units, len(source) * units)
         done = frozenset(p.number for p in parts)
-        failure: NonFiniteOutputError | None = None
+        failure: UnscorableBatchError | None = None
         try:
             for number, batch in source.shard_batches(self.options.batch_size, rank, world, self.options.loading,
                                                       skip=done):
@@ -276,7 +283,7 @@ class Engine:
                     journal.add(number, part.to_json())
                 parts.append(part)
                 self._tick(label, (len(batch) + len(batch.skipped)) * units, len(source) * units)
-        except NonFiniteOutputError as exc:
+        except UnscorableBatchError as exc:
             failure = exc
         parts.sort(key=lambda p: p.number)
         reasons = sorted({reason for p in parts for _, reason in p.skipped})
@@ -351,7 +358,8 @@ class Engine:
             payload["world_size"] = self.options.dist.world_size
         payload.update(extra or {})
         if part is not None:
-            frame = records_frame(rows) if rows else records_frame([]).reindex(columns=list(BASE_COLUMNS))
+            frame = records_frame(rows) if rows else records_frame([]).reindex(
+                columns=list(required_columns(spec.condition, spec.params.get("task"))))
             self.store.write_part(spec, frame, self.provenance, extra=payload, part=part, run_id=self.run_id)
         else:
             self.store.write_cell(spec, records_frame(rows), self.provenance, extra=payload, run_id=self.run_id)
@@ -375,12 +383,16 @@ class Engine:
     # -- jobs ----------------------------------------------------------------------------------------------
     def run(self, jobs: Sequence[Job]) -> None:
         """Run every job, skipping finished cells (unless forced)."""
+        from robustbench_rpc.engine.segmentation import SegmentationJob, run_segmentation
+
         for job in jobs:
             todo = self.pending(job)
             self.skipped.extend(s for s in job.specs if s not in todo)
             if not todo:
                 continue
-            if isinstance(job, ClassifyJob):
+            if isinstance(job, SegmentationJob):
+                run_segmentation(self, job, set(s.key() for s in todo))
+            elif isinstance(job, ClassifyJob):
                 self._classify(job)
             elif isinstance(job, GeneratedCorruptionJob):
                 self._generated(job, set(s.key() for s in todo))

@@ -132,3 +132,27 @@ def bootstrap_segmentation(areas: ClassAreas, metric: str = "mIoU", resamples: i
     tail = (1 - level) / 2 * 100
     low, high = np.nanpercentile(values, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def bootstrap_segmentation_difference(baseline: ClassAreas, model: ClassAreas, metric: str = "mIoU",
+                                      resamples: int = 2000, seed: int = 0,
+                                      level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of ``metric(model) - metric(baseline)`` when the same images are resampled for both.
+
+    ``baseline`` and ``model`` hold stacked per-image histograms (``[N, C]``) of the same N images in the same
+    order; each resample draws one multiset of images and computes both models' metrics from its totals.
+    """
+    stacks = [[np.asarray(a, dtype=np.int64) for a in (areas.intersect, areas.union, areas.pred, areas.label)]
+              for areas in (baseline, model)]
+    n = stacks[0][0].shape[0]
+    if n == 0 or stacks[1][0].shape[0] != n:
+        raise ValueError("a paired bootstrap needs the same, non-zero number of images for both models")
+    rng = np.random.default_rng(seed)
+    values = np.empty(resamples)
+    for r in range(resamples):
+        counts = np.bincount(rng.integers(0, n, n), minlength=n)
+        base, other = (segmentation_metrics(ClassAreas(*[counts @ a for a in stack]))[metric] for stack in stacks)
+        values[r] = other - base
+    tail = (1 - level) / 2 * 100
+    low, high = np.nanpercentile(values, [tail, 100 - tail])
+    return float(low), float(high)

@@ -196,6 +196,9 @@ def make_figures(frame: pd.DataFrame) -> dict[str, Figure]:
     severity = severity_figure(frame)
     if severity is not None:
         figures["severity"] = severity
+    from robustbench_rpc.reporting.segmentation_plots import segmentation_figures
+
+    figures.update(segmentation_figures(frame))
     if not figures:
         raise UserError("The results have no attack or corruption cells to plot; plots need one of the two.")
     return figures

@@ -188,13 +188,15 @@ def render_report(
     title: str = "Robustness report",
     audit: pd.DataFrame | None = None,
     diagnostics: str = "",
+    segmentation: str = "",
 ) -> str:
     """Return the Markdown text of the report from its parts.
 
     The parts: the tidy table, the models' provenance (:func:`robustbench_rpc.results.provenance.model_provenance`),
     the results directories it came from, the plot links, the Comparisons section text and the audit frame
     (:func:`robustbench_rpc.results.verdicts.audit_frame`; None or empty: no audit was run), and the
-    Diagnostics section's text (:func:`robustbench_rpc.reporting.diagnostics.diagnostics_markdown`; empty: none).
+    Diagnostics section's text (:func:`robustbench_rpc.reporting.diagnostics.diagnostics_markdown`; empty: none),
+    and the Segmentation section's text (:func:`segmentation_markdown`; empty: no segmentation cells, no section).
     """
     from robustbench_rpc import __version__
 
@@ -235,6 +237,7 @@ def render_report(
         _view_markdown(frame, "attacks", "No attack cells in the results."),
         "",
         *_paper_attacks_markdown(frame),
+        *(["## Segmentation", "", segmentation.strip(), ""] if segmentation.strip() else []),
         "## Audit",
         "",
         audit_markdown(audit),
@@ -256,6 +259,28 @@ def render_report(
             parts += [f"![{caption}]({link})", ""]
     else:
         parts += ["No attack or corruption cells to plot.", ""]
+    return "\n".join(parts)
+
+
+def segmentation_markdown(frame: pd.DataFrame, mask_links: Sequence[tuple[str, str]] = ()) -> str:
+    """The report's Segmentation section: the paper's segmentation table, mIoU per corruption and the links to the
+    predicted-mask figures; empty when the table has no segmentation cells."""
+    from robustbench_rpc.reporting.exports import to_markdown
+    from robustbench_rpc.reporting.segmentation import corruption_miou, segmentation_rows, segmentation_view
+
+    if segmentation_rows(frame).empty:
+        return ""
+    parts = ["Segmentation cells: aAcc, mIoU and mAcc in % from the class-pixel totals over each dataset "
+             "(mmsegmentation's definitions); corrupted = the mean over the corruption cells.", "",
+             to_markdown(segmentation_view(frame)).rstrip(), ""]
+    try:
+        wide = corruption_miou(frame)
+    except UserError:
+        wide = None
+    if wide is not None:
+        parts += ["mIoU per corruption, averaged over severities:", "", to_markdown(wide).rstrip(), ""]
+    for caption, link in mask_links:
+        parts += [f"![{caption}]({link})", ""]
     return "\n".join(parts)
 
 

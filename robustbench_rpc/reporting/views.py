@@ -283,6 +283,13 @@ def paper_attacks_view(frame: pd.DataFrame) -> pd.DataFrame:
     return view(frame)
 
 
+def segmentation_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """The paper's segmentation table: per model clean / corrupted (/ attacked) mAcc and mIoU."""
+    from robustbench_rpc.reporting.segmentation import segmentation_view as view
+
+    return view(frame)
+
+
 VIEWS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
     "paper": paper_view,
     "paper-attacks": paper_attacks_view,
@@ -290,6 +297,7 @@ VIEWS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
     "severity": severity_view,
     "attacks": attacks_view,
     "tidy": tidy_view,
+    "segmentation": segmentation_view,
 }
 
 

@@ -34,7 +34,7 @@ from robustbench_rpc.metrics.paired import (
     weighted_aupr,
 )
 from robustbench_rpc.names import ALL_CORRUPTIONS, WORST_CASE, eps_text
-from robustbench_rpc.results.schema import CellSpec
+from robustbench_rpc.results.schema import CellSpec, is_segmentation
 from robustbench_rpc.results.store import ResultsStore, model_identity, open_stores
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,7 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # ------------------------------------------------------------------------------------------ cells and pairing
 #: Record columns a comparison reads.
-COMPARE_COLUMNS = ["sample_id", "label", "correct1", "is_ood", "ood_score"]
+COMPARE_COLUMNS = ["sample_id", "label", "correct1", "is_ood", "ood_score", "area_intersect", "area_union",
+                   "area_pred", "area_label"]
 #: Columns of the comparison frame, in order.
 COMPARISON_COLUMNS = (
     "cell",
@@ -247,7 +248,7 @@ def worst_case_pairs(pairs: list[tuple[LoadedCell, LoadedCell]]) -> list[tuple[L
     buckets: dict[str, list[tuple[LoadedCell, LoadedCell]]] = {}
     for base, other in pairs:
         params = base.spec.params
-        if base.spec.condition != "attack" or not float(params.get("eps") or 0) > 0:
+        if base.spec.condition != "attack" or not float(params.get("eps") or 0) > 0 or is_segmentation(base.spec):
             continue
         key = json.dumps([other.label, base.spec.dataset, params.get("norm"), float(params["eps"]),
                           params.get("threat_model", "pixel")], default=str)
@@ -286,26 +287,15 @@ def compare_cells(
     pairs.sort(key=lambda pair: (_sort_key(pair[0].spec), order[pair[1].label]))
     rows = []
     for base, other in pairs:
-        row = compare_pair(base, other, resamples, seed, level)
-        if row is None:
-            continue
-        spec = base.spec
-        eps = spec.params.get("eps")
-        severity = spec.params.get("severity")
-        variant = {
-            k: v for k, v in sorted(spec.params.items()) if k not in ("name", "severity", "norm", "eps")
-        }
-        row.update(
-            cell=cell_text(spec),
-            dataset=spec.dataset,
-            condition=spec.condition,
-            name=spec.params.get("name"),
-            severity=None if severity is None else int(severity),
-            norm=spec.params.get("norm"),
-            eps=None if eps is None else float(eps),
-            variant=json.dumps(variant, sort_keys=True, default=str) if variant else "",
-        )
-        rows.append(row)
+        if is_segmentation(base.spec):  # mIoU / mAcc with a paired bootstrap over images
+            from robustbench_rpc.results.segmentation import segmentation_comparison_rows
+
+            found = segmentation_comparison_rows(base, other, resamples, seed, level)
+        else:
+            found = [compare_pair(base, other, resamples, seed, level)]
+        for row in found:
+            if row is not None:
+                rows.append(_with_cell(row, base.spec))
     if not rows:
         others = ", ".join(label for label in labels if label != base_label)
         raise UserError(
@@ -317,6 +307,17 @@ def compare_cells(
     frame["eps"] = frame["eps"].astype(float)
     frame["n"] = frame["n"].astype("int64")
     return frame
+
+
+def _with_cell(row: dict[str, Any], spec: CellSpec) -> dict[str, Any]:
+    """A comparison row with the coordinates of its cell."""
+    eps = spec.params.get("eps")
+    severity = spec.params.get("severity")
+    variant = {k: v for k, v in sorted(spec.params.items()) if k not in ("name", "severity", "norm", "eps")}
+    return {**row, "cell": cell_text(spec), "dataset": spec.dataset, "condition": spec.condition,
+            "name": spec.params.get("name"), "severity": None if severity is None else int(severity),
+            "norm": spec.params.get("norm"), "eps": None if eps is None else float(eps),
+            "variant": json.dumps(variant, sort_keys=True, default=str) if variant else ""}
 
 
 def compare(

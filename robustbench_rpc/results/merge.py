@@ -201,6 +201,10 @@ def merge_results(dirs: Sequence[str | Path], out: str | Path, *, allow_partial:
             **({"spec": _spec_of(stores[0])} if len(groups) > 1 or _spec_of(stores[0]) else {}),
         }
         target.start_run(merge_record, model=identity)
+    from robustbench_rpc.results.segmentation import copy_predictions
+
+    merged = {key for (found, _), built in zip(gathered, assembled, strict=True) for key in (*found, *built)}
+    copy_predictions([s.root for s in stores], target.root, merged)  # the saved segmentation masks
     return report
 
 

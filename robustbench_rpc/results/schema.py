@@ -84,12 +84,36 @@ DIAGNOSE_COLUMNS: dict[str, str] = {
     "n": "int: samples behind the value",
 }
 
+#: Columns of segmentation cells (param ``task="segmentation"``): one record per image holding its per-class pixel
+#: counts (:func:`robustbench_rpc.metrics.segmentation.class_areas`), so aAcc / mIoU / mAcc are functions of records.
+SEGMENTATION_COLUMNS: dict[str, str] = {
+    "sample_id": "str: stable id of the image",
+    "index": "int: position of the image in the dataset order",
+    "area_intersect": "list[int]: per class, pixels predicted and labelled with it (ignored pixels left out)",
+    "area_union": "list[int]: per class, pixels predicted or labelled with it",
+    "area_pred": "list[int]: per class, pixels predicted with it (among the non-ignored pixels)",
+    "area_label": "list[int]: per class, pixels labelled with it",
+}
+#: Extra column of segmentation attack cells.
+SEGMENTATION_ATTACK_COLUMNS: dict[str, str] = {
+    "norm_linf": "float: L-infinity norm of the perturbation actually applied (pixel units in [0, 1])",
+}
+#: The task a cell belongs to is its ``task`` param; cells without one are classification cells.
+SEGMENTATION_TASK = "segmentation"
+
 CONDITION_KINDS = ("clean", "corruption", "attack", "ood", "audit", "diagnose")
 
 
-def required_columns(condition: str) -> dict[str, str]:
-    """Return the columns every record of a cell of this condition kind must have."""
+def required_columns(condition: str, task: str | None = None) -> dict[str, str]:
+    """Return the columns every record of a cell of this condition kind (and task) must have."""
+    if task == SEGMENTATION_TASK:
+        return SEGMENTATION_COLUMNS
     return DIAGNOSE_COLUMNS if condition == "diagnose" else BASE_COLUMNS
+
+
+def is_segmentation(spec: CellSpec) -> bool:
+    """True for a cell of the segmentation task (its records are per-image class areas)."""
+    return spec.params.get("task") == SEGMENTATION_TASK
 
 
 @dataclass(frozen=True)

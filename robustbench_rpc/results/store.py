@@ -345,7 +345,8 @@ class ResultsStore:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        missing = [c for c in required_columns(spec.condition) if c not in records.columns]
+        required = required_columns(spec.condition, spec.params.get("task"))
+        missing = [c for c in required if c not in records.columns]
         if missing:
             raise ValueError(f"records of cell {spec.slug()} lack the schema columns {', '.join(missing)}")
         identity = model_identity(spec)

@@ -6,7 +6,9 @@ top-1 / top-5 / error and calibration (ECE, RMS calibration error, AURRA, from `
 ``is_ood``/``ood_score`` get AUPR / AUROC / FPR@95%TPR, attack cells get robust accuracy, clean accuracy, attack
 success rate and perturbation norms. Corruption cells also feed per-model summary rows (condition
 ``imagenet-c-summary``: mean accuracy and error, mCE and relative mCE in % of AlexNet's; see
-:func:`_summary_metrics`).
+:func:`_summary_metrics`). Segmentation cells (param ``task="segmentation"``) get aAcc / mIoU / mAcc from their
+per-image class areas instead, and their corruption cells a mean per model (:mod:`robustbench_rpc.results.
+segmentation`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from robustbench_rpc.errors import UserError
 from robustbench_rpc.names import CORRUPTION_SET_NAMES, SUMMARY_CONDITION, dataset_family
-from robustbench_rpc.results.schema import CellSpec
+from robustbench_rpc.results.schema import CellSpec, is_segmentation
 from robustbench_rpc.results.store import ResultsStore, model_identity
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,6 +60,10 @@ METRIC_COLUMNS = [
     "norm_l2",
     "norm_l1",
     "queries",
+    "area_intersect",
+    "area_union",
+    "area_pred",
+    "area_label",
 ]
 #: Params that are coordinates of their own; every other param goes into ``variant``.
 COORDINATE_PARAMS = ("name", "severity", "norm", "eps")
@@ -72,6 +78,10 @@ def cell_metrics(spec: CellSpec, records: pd.DataFrame) -> list[tuple[str, float
     rows: list[tuple[str, float, int]] = []
     if spec.condition in ("audit", "diagnose"):  # read by the audit view / the diagnostics, not metrics
         return rows
+    if is_segmentation(spec):  # per-image class areas: aAcc / mIoU / mAcc of their totals
+        from robustbench_rpc.results.segmentation import segmentation_cell_metrics
+
+        return segmentation_cell_metrics(records)
     labelled = records
     if "label" in records:
         labelled = records[records["label"] >= 0]
@@ -200,7 +210,7 @@ def tidy(sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path
         identity = model_identity(cell.spec)
         for metric, value, n in cell_metrics(cell.spec, records):
             rows.append({**coords, "metric": metric, "value": value, "n": n, "_identity": identity})
-        if cell.spec.condition == "attack" and "sample_id" in records:
+        if cell.spec.condition == "attack" and "sample_id" in records and not is_segmentation(cell.spec):
             attack_cells.append((identity, cell.spec, records))
             roots[cell.spec.key()] = str(store.root)
     rows.extend(_worst_case_rows(attack_cells, roots))
@@ -208,7 +218,10 @@ def tidy(sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path
         raise UserError("The results directories hold no cell with metrics (only audit or diagnose cells).")
     frame = pd.DataFrame(rows)
     frame["model_label"] = model_labels(frame.pop("_identity").tolist())
-    frame = pd.concat([frame, corruption_summary(frame)], ignore_index=True)
+    from robustbench_rpc.results.segmentation import segmentation_summary
+
+    summaries = [part for part in (corruption_summary(frame), segmentation_summary(frame)) if not part.empty]
+    frame = pd.concat([frame, *summaries], ignore_index=True)
     return _typed(frame.reindex(columns=list(TIDY_COLUMNS)))
 
 
