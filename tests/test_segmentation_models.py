@@ -303,3 +303,12 @@ def test_models_info_describes_a_segmentation_model(capsys):
     info = json.loads(out)
     assert info["task"] == "segmentation" and info["rpc"].startswith("PAP n=2")
     assert info["window"] == 64 and info["num_classes"] == 11
+
+
+def test_demo_train_task_is_checked(capsys):
+    from tests.clirun import run_cli
+
+    code, _, err = run_cli(capsys, "demo", "train", "--task", "detection")
+    assert code != 0 and "--task must be classification or segmentation, got 'detection'" in err
+    code, _, err = run_cli(capsys, "demo", "train", "--task", "segmentation", "--epochs", "0")
+    assert code != 0 and "--epochs must be >= 1, got 0" in err
