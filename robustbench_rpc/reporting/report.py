@@ -176,6 +176,9 @@ def comparison_markdown(
         f"percentile bootstrap ({level * 100:g}%, {resamples} resamples, seed {seed}), and p is McNemar's "
         f"exact test on the pairs where exactly one of the two models is right."
     )
+    if comparison["metric"].isin(["mIoU", "mAcc", "aAcc"]).any():
+        intro += (" Segmentation rows compare mIoU / mAcc of the class-pixel totals: their interval resamples the "
+                  "images (paired), and McNemar's test does not apply (`-`).")
     return intro + "\n\n" + to_markdown(comparison_display(comparison, level=level)).rstrip()
 
 
@@ -214,6 +217,42 @@ def render_report(
         "## Provenance",
         "",
         provenance_markdown(models),
+        *_classification_sections(frame),
+        *(["## Segmentation", "", segmentation.strip(), ""] if segmentation.strip() else []),
+        "## Audit",
+        "",
+        audit_markdown(audit) if _classification_sections(frame) or (audit is not None and not audit.empty) else
+        "No audit: `robustbench-rpc audit` checks classifiers only. For segmentation the evidence is the worst "
+        "case over the attacks run (PGD, FGSM, SegPGD) in the Segmentation section; run several attacks and "
+        "budgets before quoting a robust mIoU.",
+        "",
+        "## Diagnostics",
+        "",
+        diagnostics.strip() or "No attention diagnostics in these results; `robustbench-rpc diagnose` adds them "
+        "(reconstruction error, PAP iterations, value alignment, clean vs corrupted).",
+        "",
+        "## Comparisons",
+        "",
+        comparisons,
+        "",
+        "## Plots",
+        "",
+    ]
+    if plot_links:
+        for caption, link in plot_links:
+            parts += [f"![{caption}]({link})", ""]
+    else:
+        parts += ["No attack or corruption cells to plot.", ""]
+    return "\n".join(parts)
+
+
+def _classification_sections(frame: pd.DataFrame) -> list[str]:
+    """The Paper table, Corruptions and Attacks sections; none when the results hold only segmentation cells."""
+    from robustbench_rpc.reporting.segmentation import segmentation_rows
+
+    if len(segmentation_rows(frame)) == len(frame):
+        return []
+    return [
         "## Paper table",
         "",
         _view_markdown(frame, "paper", "No cells for the paper table."),
@@ -237,29 +276,7 @@ def render_report(
         _view_markdown(frame, "attacks", "No attack cells in the results."),
         "",
         *_paper_attacks_markdown(frame),
-        *(["## Segmentation", "", segmentation.strip(), ""] if segmentation.strip() else []),
-        "## Audit",
-        "",
-        audit_markdown(audit),
-        "",
-        "## Diagnostics",
-        "",
-        diagnostics.strip() or "No attention diagnostics in these results; `robustbench-rpc diagnose` adds them "
-        "(reconstruction error, PAP iterations, value alignment, clean vs corrupted).",
-        "",
-        "## Comparisons",
-        "",
-        comparisons,
-        "",
-        "## Plots",
-        "",
     ]
-    if plot_links:
-        for caption, link in plot_links:
-            parts += [f"![{caption}]({link})", ""]
-    else:
-        parts += ["No attack or corruption cells to plot.", ""]
-    return "\n".join(parts)
 
 
 def segmentation_markdown(frame: pd.DataFrame, mask_links: Sequence[tuple[str, str]] = ()) -> str:
@@ -271,7 +288,10 @@ def segmentation_markdown(frame: pd.DataFrame, mask_links: Sequence[tuple[str, s
     if segmentation_rows(frame).empty:
         return ""
     parts = ["Segmentation cells: aAcc, mIoU and mAcc in % from the class-pixel totals over each dataset "
-             "(mmsegmentation's definitions); corrupted = the mean over the corruption cells.", "",
+             "(mmsegmentation's definitions); corrupted = the mean over the corruption cells. Where several "
+             "attacks ran at a budget, `worst case` is the lowest value found by any of them or by their per-image "
+             "combination (each image's adversarial example with the lowest pixel accuracy), on the images they "
+             "all ran on: the robust number to quote.", "",
              to_markdown(segmentation_view(frame)).rstrip(), ""]
     try:
         wide = corruption_miou(frame)

@@ -12,7 +12,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from robustbench_rpc.errors import UserError
-from robustbench_rpc.names import ALL_CORRUPTIONS, eps_text
+from robustbench_rpc.names import ALL_CORRUPTIONS, WORST_CASE, eps_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Condition of the tidy rows averaging a model's corruption cells (``results.segmentation``'s name).
 SUMMARY = "segmentation-c-summary"
 #: Attack column titles, in this order; others follow in their order of appearance.
-ATTACK_TITLES = {"pgd": "PGD", "fgsm": "FGSM", "segpgd": "SegPGD"}
+ATTACK_TITLES = {WORST_CASE: "worst case", "pgd": "PGD", "fgsm": "FGSM", "segpgd": "SegPGD"}
 #: Suffixes of the registered Segmenter names that name the decoder or the size, not the encoder.
 _DECODERS = ("_mask", "_linear")
 

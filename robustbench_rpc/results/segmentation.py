@@ -50,6 +50,33 @@ def segmentation_cell_metrics(records: pd.DataFrame) -> list[tuple[str, float, i
     return rows
 
 
+def segmentation_worst_case(cells: list[tuple[str, pd.DataFrame]]) -> list[tuple[str, float, int]]:
+    """The lowest aAcc / mIoU / mAcc found at one budget by the attacks ``(name, records)`` run on one model.
+
+    On the images every attack ran on, each metric is the lowest of: each attack's value, and the value of the
+    per-image combination (for every image, the adversarial example with the lowest pixel accuracy, whichever
+    attack found it). Each is the metric of perturbations within the budget, so each is an upper bound of the
+    robust value, and so is their minimum: the number to quote. Returns ``(metric, value %, n images)``.
+    """
+    common = set.intersection(*(set(records["sample_id"]) for _, records in cells))
+    ordered = sorted(common)
+    if not ordered:
+        return []
+    areas = []
+    for _, records in cells:
+        chosen = records.set_index("sample_id").loc[ordered].reset_index()
+        areas.append(areas_of_records(chosen))
+    correct = np.stack([a.intersect.sum(axis=1) for a in areas])  # [attacks, images]: correctly labelled pixels
+    labelled = np.stack([a.label.sum(axis=1) for a in areas])
+    accuracy = np.where(labelled > 0, correct / np.maximum(labelled, 1), 1.0)
+    pick = accuracy.argmin(axis=0)  # per image: the attack whose example leaves the fewest pixels right
+    rows = np.arange(len(ordered))
+    combined = ClassAreas(*(np.stack([getattr(a, f) for a in areas])[pick, rows]
+                            for f in ("intersect", "union", "pred", "label")))
+    candidates = [segmentation_metrics(combined), *(segmentation_metrics(a) for a in areas)]
+    return [(name, float(min(c[name] for c in candidates)), len(ordered)) for name in SEGMENTATION_METRICS]
+
+
 def segmentation_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Return per (model, dataset, variant) rows of aAcc / mIoU / mAcc averaged over the corruption cells."""
     import json

@@ -202,6 +202,7 @@ def tidy(sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path
         raise UserError("No results directory was given; expected at least one.")
     rows: list[dict[str, Any]] = []
     attack_cells: list[tuple[dict[str, Any], CellSpec, pd.DataFrame]] = []
+    segmentation_attacks: list[tuple[dict[str, Any], CellSpec, pd.DataFrame]] = []
     roots: dict[str, str] = {}
     for _, store, cell in unique_cells(stores):
         records = store.read_records(cell, METRIC_COLUMNS)
@@ -210,10 +211,12 @@ def tidy(sources: ResultsStore | str | Path | Iterable[ResultsStore | str | Path
         identity = model_identity(cell.spec)
         for metric, value, n in cell_metrics(cell.spec, records):
             rows.append({**coords, "metric": metric, "value": value, "n": n, "_identity": identity})
-        if cell.spec.condition == "attack" and "sample_id" in records and not is_segmentation(cell.spec):
-            attack_cells.append((identity, cell.spec, records))
+        if cell.spec.condition == "attack" and "sample_id" in records:
+            (segmentation_attacks if is_segmentation(cell.spec) else attack_cells).append(
+                (identity, cell.spec, records))
             roots[cell.spec.key()] = str(store.root)
     rows.extend(_worst_case_rows(attack_cells, roots))
+    rows.extend(_segmentation_worst_case_rows(segmentation_attacks, roots))
     if not rows:
         raise UserError("The results directories hold no cell with metrics (only audit or diagnose cells).")
     frame = pd.DataFrame(rows)
@@ -240,6 +243,36 @@ def _worst_case_rows(cells: list[tuple[dict[str, Any], CellSpec, pd.DataFrame]],
         for metric, value, n in worst_case_metrics(group.per_sample()):
             rows.append({**coords, "metric": metric, "value": value, "n": n, "_identity": identity})
     return rows
+
+
+def _segmentation_worst_case_rows(cells: list[tuple[dict[str, Any], CellSpec, pd.DataFrame]],
+                                  roots: dict[str, str]) -> list[dict[str, Any]]:
+    """Tidy rows of the lowest mIoU / mAcc / aAcc found at each budget of a segmentation model by its attacks."""
+    from robustbench_rpc.names import WORST_CASE
+    from robustbench_rpc.results.segmentation import segmentation_worst_case
+
+    groups: dict[str, list[tuple[dict[str, Any], CellSpec, pd.DataFrame]]] = {}
+    for identity, spec, records in cells:
+        key = json.dumps([identity, spec.dataset, spec.params.get("norm"), spec.params.get("eps")], sort_keys=True,
+                         default=str)
+        groups.setdefault(key, []).append((identity, spec, records))
+    rows: list[dict[str, Any]] = []
+    for group in groups.values():
+        if len(group) < 2:  # one attack's number is that attack's, not a worst case
+            continue
+        identity, first, _ = group[0]
+        attacks = sorted(_attack_label(spec) for _, spec, _ in group)
+        coords = {**_coordinates(first), "name": WORST_CASE, "cell_key": "", "results_dir": roots[first.key()],
+                  "variant": json.dumps({"attacks": attacks, "task": "segmentation"}, sort_keys=True)}
+        for metric, value, n in segmentation_worst_case([(spec.params["name"], r) for _, spec, r in group]):
+            rows.append({**coords, "metric": metric, "value": value, "n": n, "_identity": identity})
+    return rows
+
+
+def _attack_label(spec: CellSpec) -> str:
+    """An attack's name with the parameters that tell it apart from others of its name (e.g. ``pgd[steps=20]``)."""
+    extra = {k: v for k, v in spec.params.items() if k in ("steps", "seed")}
+    return spec.params["name"] + (f"[{','.join(f'{k}={v}' for k, v in sorted(extra.items()))}]" if extra else "")
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
