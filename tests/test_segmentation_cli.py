@@ -140,10 +140,15 @@ def test_evaluate_and_attack_on_digit_scenes_end_to_end(tmp_path, capsys):
     code, stdout, err = run_cli(capsys, "table", str(out), "--view", "segmentation", "--format", "md")
     assert code == 0, err
     header = stdout.strip().splitlines()[0]
-    assert header == ("| model | clean mAcc | clean mIoU | corrupted mAcc | corrupted mIoU | PGD 1/255 mAcc | "
+    assert header == ("| model | clean mAcc | clean mIoU | corrupted mAcc | corrupted mIoU | worst case 1/255 mAcc | "
+                      "worst case 1/255 mIoU | worst case 2/255 mAcc | worst case 2/255 mIoU | PGD 1/255 mAcc | "
                       "PGD 1/255 mIoU | PGD 2/255 mAcc | PGD 2/255 mIoU | SegPGD 1/255 mAcc | SegPGD 1/255 mIoU | "
                       "SegPGD 2/255 mAcc | SegPGD 2/255 mIoU |")
-    assert stdout.strip().splitlines()[2].startswith("| SymViT | ")
+    row = stdout.strip().splitlines()[2]
+    assert row.startswith("| SymViT | ")
+    values = [float(v) for v in row.strip("|").split("|")[1:]]
+    for k in range(4):  # the worst case is at most every attack's value at its budget and metric
+        assert values[4 + k] <= min(values[8 + k], values[12 + k]) + 1e-9
     assert "Threat model pixel" in stdout
     code, stdout, _ = run_cli(capsys, "evaluate", "--task", "segmentation", "-m", "segmenter_symvit_digits",
                               *DIGITS, "--suite", "clean", "--out", str(out))

@@ -2,8 +2,8 @@
 
 Both Segmenters (SymViT and RPC-SymViT encoders, mask-transformer decoder; ``demo train --task segmentation``
 rebuilds them) are evaluated on the embedded digit-scenes test split through the segmentation task of the engine:
-clean and generated corruptions, then PGD and SegPGD at small budgets, each model into its own results directory
-under ``out``. Then the paper's segmentation table, the comparison and the report.
+clean and generated corruptions, then PGD, FGSM and SegPGD at small budgets (and their worst case), each model into
+its own results directory under ``out``. Then the paper's segmentation table, the comparison and the report.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class SegmentationDemoSettings:
     limit: int | None = 100  # digit-scenes test scenes for clean / corrupted (None: all 200)
     corruptions: str = "standard"
     severities: str = "3"
-    attacks: str = "pgd,segpgd"
+    attacks: str = "pgd,fgsm,segpgd"
     eps: str = "1/255,2/255"
     steps: int = 5
     attack_limit: int = 50
