@@ -236,3 +236,24 @@ def test_torchrun_audit_makes_several_runs_in_one_process_group(tmp_path, one_th
     assert sorted(a) == sorted(b) and len(a) == 5  # fgsm, pgd, the probe and the two check cells
     for key in a:
         assert a[key].equals(b[key]), key
+
+
+def test_torchrun_segmentation_equals_single_process(tmp_path, one_thread, capsys):
+    """Segmentation cells (clean, a generated corruption, PGD) on 2 ranks: the records of one process."""
+    from clirun import run_cli
+
+    common = ["--task", "segmentation", "-m", "segmenter_rpc_symvit_digits", "--data", "digit-scenes", "--limit",
+              "10", "--batch-size", "4", "--device", "cpu", "-q"]
+    commands = [["evaluate", *common, "--suite", "clean,corrupted", "--corruptions", "fog", "--severities", "2"],
+                ["attack", *common, "--attack", "pgd", "--eps", "2/255", "--option", "steps=2"]]
+    for argv in commands:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                  "-m", "robustbench_rpc", *argv, "--out", str(tmp_path / "dist")]
+        done = subprocess.run(launch, env=_env(), capture_output=True, text=True, timeout=240, cwd=ROOT)
+        assert done.returncode == 0, done.stderr[-3000:]
+        code, _, err = run_cli(capsys, *argv, "--out", str(tmp_path / "single"))
+        assert code == 0, err
+    a, b = _records(tmp_path / "dist"), _records(tmp_path / "single")
+    assert sorted(a) == sorted(b) and len(a) == 3
+    for key in a:
+        assert len(a[key]) == 10 and a[key].equals(b[key]), key
