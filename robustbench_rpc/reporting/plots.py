@@ -131,13 +131,19 @@ def mean_and_std(values: Any) -> tuple[Any, Any]:
 
 def corruption_figure(frame: pd.DataFrame, metric: str = "top1") -> Figure | None:
     """Return grouped bars of ``metric`` (top-1 %) per corruption, averaged over severities, plus the mean."""
-    import numpy as np
 
     from robustbench_rpc.reporting.views import corruptions_view
 
     if frame[(frame["condition"] == "corruption") & (frame["metric"] == metric)].empty:
         return None
     wide = corruptions_view(frame, metric)
+    return corruption_bars(wide, "Top-1 accuracy per corruption (mean over severities)", "top-1 accuracy (%)")
+
+
+def corruption_bars(wide: pd.DataFrame, title: str, ylabel: str) -> Figure:
+    """Grouped bars of a corruption x model table (column ``corruption``; values, or ``mean ± std`` with bars)."""
+    import numpy as np
+
     models = [c for c in wide.columns if c != "corruption"]
     positions = np.arange(len(wide))
     width = 0.8 / max(len(models), 1)
@@ -148,9 +154,9 @@ def corruption_figure(frame: pd.DataFrame, metric: str = "top1") -> Figure | Non
         means, stds = mean_and_std(wide[model])  # several seeds: mean with a std error bar
         axes.bar(positions + offset, means, width, label=model, yerr=stds if stds.any() else None, capsize=2)
     axes.set_xticks(positions, [str(c) for c in wide["corruption"]], rotation=40, ha="right")
-    axes.set_title("Top-1 accuracy per corruption (mean over severities)")
+    axes.set_title(title)
     axes.set_xlabel("corruption")
-    axes.set_ylabel("top-1 accuracy (%)")
+    axes.set_ylabel(ylabel)
     axes.grid(axis="y", alpha=0.3)
     axes.legend(title="model")
     return figure

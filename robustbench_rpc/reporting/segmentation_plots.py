@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from robustbench_rpc.reporting.plots import _new_figure, _slug
+from robustbench_rpc.reporting.plots import _new_figure, _slug, corruption_bars
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -26,21 +26,7 @@ def corruption_miou_figure(frame: pd.DataFrame, metric: str = "mIoU") -> Figure 
     if rows[(rows["condition"] == "corruption") & (rows["metric"] == metric)].empty:
         return None
     wide = corruption_miou(frame, metric)
-    models = [c for c in wide.columns if c != "corruption"]
-    positions = np.arange(len(wide))
-    width = 0.8 / max(len(models), 1)
-    figure = _new_figure(max(6.4, 0.55 * len(wide) * max(1, len(models)) ** 0.5 + 2), 4.8)
-    axes = figure.add_subplot()
-    for i, model in enumerate(models):
-        offset = (i - (len(models) - 1) / 2) * width
-        axes.bar(positions + offset, wide[model].to_numpy(dtype=float), width, label=model)
-    axes.set_xticks(positions, [str(c) for c in wide["corruption"]], rotation=40, ha="right")
-    axes.set_title(f"Segmentation {metric} per corruption (mean over severities)")
-    axes.set_xlabel("corruption")
-    axes.set_ylabel(f"{metric} (%)")
-    axes.grid(axis="y", alpha=0.3)
-    axes.legend(title="model")
-    return figure
+    return corruption_bars(wide, f"Segmentation {metric} per corruption (mean over severities)", f"{metric} (%)")
 
 
 def attack_miou_figures(frame: pd.DataFrame, metric: str = "mIoU") -> dict[str, Figure]:
