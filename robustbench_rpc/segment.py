@@ -69,6 +69,8 @@ def _source(data: Any, limit: int | None, image_size: int | None) -> Any:
     """The segmentation source of ``data`` (a spec text or a ready source)."""
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}.")
+    if image_size is not None and int(image_size) < 1:
+        raise UserError(f"--image-size must be a positive number of pixels, got {image_size}.")
     if not isinstance(data, str):
         return data
     from robustbench_rpc.data.segmentation import load_segmentation_source
@@ -122,7 +124,7 @@ def evaluate_segmentation(
         entries = parse_segmentation_suite(suite, source.name)
         return build_segmentation_jobs(identity, source, entries, corruptions=corruptions, severities=severities,
                                        seed=run.seed, batch_size=run.batch_size, limit=limit,
-                                       predictions=Path(out), keep=keep_predictions)
+                                       predictions=Path(out), keep=keep_predictions, image_size=image_size)
 
     return run_plan(request, out, run, build, "segment")
 
@@ -156,6 +158,7 @@ def attack_segmentation(
     def build(identity: dict[str, Any], prep: Mapping[str, Any], device: Any, loaded: nn.Module) -> list[Any]:
         source = _source(data, limit, image_size)
         return build_segmentation_attack_jobs(identity, source, attacks, eps, steps=steps, step_size=step_size,
-                                              limit=limit)
+                                              limit=limit, seed=run.seed, batch_size=run.batch_size,
+                                              image_size=image_size)
 
     return run_plan(request, out, run, build, "attack")

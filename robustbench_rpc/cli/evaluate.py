@@ -57,8 +57,9 @@ Classes = Annotated[str | None, typer.Option("--classes", help="Class list for -
 Task = Annotated[str, typer.Option("--task", help="classification (default) or segmentation (a Segmenter model, "
                                    "--data digit-scenes, ade20k:PATH or segfolder:PATH; aAcc / mIoU / mAcc).",
                                    rich_help_panel=DATA_PANEL)]
-ImageSize = Annotated[int | None, typer.Option("--image-size", help="Segmentation: resize the images (and masks, "
-                                               "nearest) to this shorter side first.", rich_help_panel=DATA_PANEL)]
+ImageSize = Annotated[int | None, typer.Option("--image-size", help="Segmentation: resize every image (and its "
+                                               "mask, nearest) to N x N first (quick runs; part of the cells).",
+                                               rich_help_panel=DATA_PANEL)]
 
 
 def _model_request(model: str, checkpoint: Path | None, trust: bool, ema: bool, num_classes: int | None,

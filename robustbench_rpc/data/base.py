@@ -58,6 +58,7 @@ class Batch:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     converted: list[tuple[str, str]] = field(default_factory=list)
     masks: Tensor | None = None
+    sizes: list[tuple[int, int]] | None = None  # segmentation: each image's (height, width) before padding
 
     def __len__(self) -> int:
         return len(self.sample_ids)

@@ -108,6 +108,17 @@ def check_masks(batch: Batch, spec: CellSpec, number: int, num_classes: int, ign
     return masks
 
 
+def image_of(batch: Batch, i: int) -> Batch:
+    """Image ``i`` of a (padded) segmentation batch as a batch of one, cropped to its own size."""
+    from robustbench_rpc.data.base import Batch
+
+    height, width = batch.sizes[i] if batch.sizes else tuple(batch.images.shape[-2:])
+    assert batch.masks is not None
+    return Batch(images=batch.images[i:i + 1, :, :height, :width], labels=batch.labels[i:i + 1],
+                 sample_ids=batch.sample_ids[i:i + 1], indices=batch.indices[i:i + 1], is_ood=batch.is_ood[i:i + 1],
+                 masks=batch.masks[i:i + 1, :height, :width], sizes=[(height, width)])
+
+
 def _attack_images(engine: Engine, cell: SegmentationCell, clean: Tensor, masks: Tensor, start: int,
                    ignore_index: int) -> Tensor:
     from robustbench_rpc.attacks.segmentation import segmentation_attack
@@ -146,31 +157,43 @@ def run_segmentation(engine: Engine, job: SegmentationJob, todo: set[str]) -> No
     num_classes, ignore = int(source.num_classes), int(getattr(source, "ignore_index", 255))
     device = engine.options.device
 
+    def score(number: int, batch: Batch) -> dict[str, list[dict[str, Any]]]:
+        """Records of every cell for ``batch`` (images of one size, no padding)."""
+        rows: dict[str, list[dict[str, Any]]] = {c.spec.key(): [] for c in cells}
+        masks = check_masks(batch, cells[0].spec, number, num_classes, ignore)
+        start = int(batch.indices[0])
+        clean = batch.images.to(device, non_blocking=True)
+        for cell in cells:
+            key = cell.spec.key()
+            if cell.kind == "corruption":
+                images = _corrupted(engine, cell, clean, start)
+            elif cell.kind == "attack":
+                images = _attack_images(engine, cell, clean, masks, start, ignore)
+            else:
+                images = clean
+            logits = engine._forward(images)  # checked and reduced on the device: [B, C, H, W] is large
+            check_finite(logits.flatten(1), cell.spec, number, batch.sample_ids)
+            pred = logits.argmax(dim=1).cpu()
+            del logits
+            rows[key] = segmentation_records(pred, masks, batch.sample_ids, batch.indices, num_classes, ignore)
+            if cell.kind == "attack":
+                linf = (images.detach().cpu() - batch.images.cpu()).abs().flatten(1).amax(dim=1)
+                for row, value in zip(rows[key], linf.tolist(), strict=True):
+                    row["norm_linf"] = float(value)
+            if cell.kind == "clean" and job.predictions is not None and start < job.keep:
+                save_predictions(Path(job.predictions), cell.spec, batch, pred, num_classes, ignore, job.keep)
+        return rows
+
     def compute(number: int, batch: Batch) -> BatchPart:
         rows: dict[str, list[dict[str, Any]]] = {c.spec.key(): [] for c in cells}
-        if len(batch):
-            masks = check_masks(batch, cells[0].spec, number, num_classes, ignore)
-            start = int(batch.indices[0])
-            clean = batch.images.to(device, non_blocking=True)
-            for cell in cells:
-                key = cell.spec.key()
-                if cell.kind == "corruption":
-                    images = _corrupted(engine, cell, clean, start)
-                elif cell.kind == "attack":
-                    images = _attack_images(engine, cell, clean, masks, start, ignore)
-                else:
-                    images = clean
-                logits = engine._forward(images)  # checked and reduced on the device: [B, C, H, W] is large
-                check_finite(logits.flatten(1), cell.spec, number, batch.sample_ids)
-                pred = logits.argmax(dim=1).cpu()
-                del logits
-                rows[key] = segmentation_records(pred, masks, batch.sample_ids, batch.indices, num_classes, ignore)
-                if cell.kind == "attack":
-                    linf = (images.detach().cpu() - batch.images.cpu()).abs().flatten(1).amax(dim=1)
-                    for row, value in zip(rows[key], linf.tolist(), strict=True):
-                        row["norm_linf"] = float(value)
-                if cell.kind == "clean" and job.predictions is not None and start < job.keep:
-                    save_predictions(Path(job.predictions), cell.spec, batch, pred, num_classes, ignore, job.keep)
+        if len(batch) and (getattr(source, "per_image", False) or len(set(batch.sizes or [None])) > 1):
+            # images of their own sizes: each scored alone at its size (its draws seeded by its own index), so
+            # that padding never reaches the model, the corruption or the attack
+            for i in range(len(batch)):
+                for key, found in score(number, image_of(batch, i)).items():
+                    rows[key].extend(found)
+        elif len(batch):
+            rows = score(number, batch)
         return engine._part(number, batch, rows)
 
     specs = [c.spec for c in cells]

@@ -42,15 +42,17 @@ def parse_segmentation_suite(text: str | Sequence[str], dataset: str) -> list[st
 
 
 def _spec(spec_base: Mapping[str, Any], dataset: str, condition: str, params: dict[str, Any],
-          limit: int | None) -> CellSpec:
-    chosen = {"task": SEGMENTATION_TASK, **params, **({"limit": limit} if limit is not None else {})}
+          limit: int | None, image_size: int | None = None) -> CellSpec:
+    chosen = {"task": SEGMENTATION_TASK, **params, **({"limit": limit} if limit is not None else {}),
+              **({"image_size": int(image_size)} if image_size is not None else {})}
     return CellSpec(dataset=dataset, condition=condition, params=chosen, **spec_base)
 
 
 def build_segmentation_jobs(spec_base: Mapping[str, Any], source: Any, suite: Sequence[str], *,
                             corruptions: str | None = None, severities: str | None = None, seed: int = 0,
                             batch_size: int | None = None, limit: int | None = None,
-                            predictions: Path | None = None, keep: int = 4) -> list[SegmentationJob]:
+                            predictions: Path | None = None, keep: int = 4,
+                            image_size: int | None = None) -> list[SegmentationJob]:
     """Return the one job of a segmentation suite on ``source``: a clean cell and/or the generated corruptions."""
     from robustbench_rpc.data.imagenet_c import parse_corruptions, parse_severities
     from robustbench_rpc.engine.plan import generated_params
@@ -60,24 +62,28 @@ def build_segmentation_jobs(spec_base: Mapping[str, Any], source: Any, suite: Se
                         "clean,corrupted.")
     cells: list[SegmentationCell] = []
     if "clean" in suite:
-        cells.append(SegmentationCell(_spec(spec_base, source.name, "clean", {}, limit), "clean"))
+        cells.append(SegmentationCell(_spec(spec_base, source.name, "clean", {}, limit, image_size), "clean"))
     if "corrupted" in suite:
-        params = generated_params(seed, batch_size, False, None)
+        # images scored one by one (own sizes) draw per image: the batch size does not change them
+        per_batch = None if getattr(source, "per_image", False) else batch_size
+        params = generated_params(seed, per_batch, False, None)
         for name in parse_corruptions(corruptions or "standard"):
             for severity in parse_severities(severities or "1-5"):
                 spec = _spec(spec_base, source.name, "corruption", {"name": name, "severity": severity, **params},
-                             limit)
+                             limit, image_size)
                 cells.append(SegmentationCell(spec, "corruption", name=name, severity=severity))
     return [SegmentationJob(cells, source, predictions if keep > 0 else None, keep)]
 
 
 def build_segmentation_attack_jobs(spec_base: Mapping[str, Any], source: Any, attacks: str | Sequence[str],
                                    eps: str | Sequence[float], *, steps: int | None = None,
-                                   step_size: float | None = None, limit: int | None = None
+                                   step_size: float | None = None, limit: int | None = None,
+                                   seed: int = 0, batch_size: int | None = None, image_size: int | None = None
                                    ) -> list[SegmentationJob]:
     """Return the one job of a segmentation attack sweep: one cell per (attack, eps), Linf in pixel space.
 
     Iterative attacks take :data:`DEFAULT_STEPS` steps of 2.5 eps / steps unless told; FGSM one step of eps.
+    PGD and SegPGD start at random: their cells carry the seed and the batch size their draws follow.
     """
     from robustbench_rpc.attacks.budgets import parse_eps
     from robustbench_rpc.attacks.segmentation import SEGMENTATION_ATTACKS
@@ -100,6 +106,8 @@ def build_segmentation_attack_jobs(spec_base: Mapping[str, Any], source: Any, at
             n = 1 if name == "fgsm" else (steps or DEFAULT_STEPS[name])
             size = value if name == "fgsm" else (step_size if step_size is not None else 2.5 * value / n)
             params = {"name": name, "norm": "Linf", "eps": float(value), "steps": n, "step_size": float(size)}
-            cells.append(SegmentationCell(_spec(spec_base, source.name, "attack", params, limit), "attack",
+            if name != "fgsm":  # random starts, drawn per batch (per image for sources of own sizes) from the seed
+                params.update(seed=int(seed), batch_size=None if getattr(source, "per_image", False) else batch_size)
+            cells.append(SegmentationCell(_spec(spec_base, source.name, "attack", params, limit, image_size), "attack",
                                           name=name, eps=float(value), steps=n, step_size=float(size)))
     return [SegmentationJob(cells, source, None, 0)]

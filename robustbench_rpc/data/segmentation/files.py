@@ -240,7 +240,7 @@ def ade20k_source(path: str | Path, *, limit: int | None = None, image_size: int
     items = MaskedFiles("ade20k", root, files, len(ADE20K_CLASSES), _resize_rule(image_size, ADE20K_RESIZE),
                         reduce_zero_label=True, info={"split": "validation"})
     items.scan()
-    return SegmentationSource("ade20k", items, ADE20K_CLASSES)
+    return SegmentationSource("ade20k", items, ADE20K_CLASSES, per_image=image_size is None)
 
 
 def read_class_list(path: Path) -> list[str]:
@@ -278,4 +278,4 @@ def segfolder_source(path: str | Path, *, limit: int | None = None,
     items = MaskedFiles("segfolder", root, files, len(class_names), _resize_rule(image_size, ResizeRule()),
                         info={"classes_sha256": hashlib.sha256("\n".join(class_names).encode()).hexdigest()[:16]})
     items.scan()
-    return SegmentationSource("segfolder", items, class_names)
+    return SegmentationSource(f"segfolder:{root.name}", items, class_names, per_image=image_size is None)

@@ -184,4 +184,5 @@ def digit_scenes_source(split: str = "test", limit: int | None = None, *, n: int
     if limit is not None:
         count = min(count, max(int(limit), 0))
     resize = ResizeRule("square", int(image_size)) if image_size else ResizeRule()
-    return SegmentationSource("digit-scenes", build_digit_scenes(split, count, resize), CLASS_NAMES)
+    name = "digit-scenes" if split == "test" else f"digit-scenes:{split}"  # the test split is the default
+    return SegmentationSource(name, build_digit_scenes(split, count, resize), CLASS_NAMES)

@@ -121,6 +121,7 @@ def collate_segmentation(samples: Sequence[SegSample], ignore_index: int = IGNOR
         skipped=skipped,
         converted=converted,
         masks=masks,
+        sizes=[tuple(s.mask.shape) for s in kept],  # type: ignore[union-attr]
     )
 
 
@@ -138,8 +139,12 @@ class SegmentationSource:
     """A segmentation dataset the engine can evaluate: named, fingerprinted, in canonical (image, mask) batches."""
 
     def __init__(self, name: str, items: SegmentationItems, class_names: Sequence[str], *,
-                 ignore_index: int = IGNORE_INDEX, missing: Sequence[tuple[str, str]] = ()) -> None:
+                 ignore_index: int = IGNORE_INDEX, missing: Sequence[tuple[str, str]] = (),
+                 per_image: bool = False) -> None:
         self.name = name
+        # images of their own sizes (ADE20K, a folder): the engine scores each at its size, never on a padded
+        # canvas, so that no number depends on which images share a batch
+        self.per_image = per_image
         self.items = items
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
@@ -165,7 +170,7 @@ class SegmentationSource:
         if n is None:
             return self
         return SegmentationSource(self.name, self.items.limit(n), self.class_names, ignore_index=self.ignore_index,
-                                  missing=self._missing)
+                                  missing=self._missing, per_image=self.per_image)
 
     def missing(self) -> list[tuple[str, str]]:
         """Return (sample_id, reason) of samples listed but not found (none: listing problems are errors)."""
