@@ -136,7 +136,7 @@ def test_evaluate_and_attack_on_digit_scenes_end_to_end(tmp_path, capsys):
     assert sorted(attacks["value"] * 255) == pytest.approx([1, 1, 2, 2], abs=1e-4)
     for eps, variant in zip(attacks["eps"], attacks["variant"], strict=True):  # what ran is in the cell
         assert json.loads(variant) == {"limit": 3, "step_size": pytest.approx(2.5 * eps / 2), "steps": 2,
-                                       "task": "segmentation"}
+                                       "task": "segmentation", "seed": 0, "batch_size": 3}  # random starts
     code, stdout, err = run_cli(capsys, "table", str(out), "--view", "segmentation", "--format", "md")
     assert code == 0, err
     header = stdout.strip().splitlines()[0]
