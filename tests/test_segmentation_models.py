@@ -232,7 +232,7 @@ def test_safetensors_round_trip_keeps_config_and_pap(tmp_path):
 
 
 def test_names_and_models_list(capsys):
-    from tests.clirun import run_cli
+    from clirun import run_cli
 
     assert is_segmentation_model("segmenter_rpc_symvit_tiny_mask")
     assert not is_segmentation_model("symvit_tiny_patch16_224")
@@ -296,7 +296,7 @@ def test_shipped_segmenters_load_by_default_and_score_as_recorded(name):
 def test_models_info_describes_a_segmentation_model(capsys):
     import json
 
-    from tests.clirun import run_cli
+    from clirun import run_cli
 
     code, out, _ = run_cli(capsys, "models", "info", "segmenter_rpc_symvit_digits", "--rpc-iters", "2", "--json")
     assert code == 0
@@ -306,7 +306,7 @@ def test_models_info_describes_a_segmentation_model(capsys):
 
 
 def test_demo_train_task_is_checked(capsys):
-    from tests.clirun import run_cli
+    from clirun import run_cli
 
     code, _, err = run_cli(capsys, "demo", "train", "--task", "detection")
     assert code != 0 and "--task must be classification or segmentation, got 'detection'" in err
