@@ -96,6 +96,8 @@ def _mask_figures(stores: list[ResultsStore], rows: Any, out: Path) -> list[tupl
             figure = masks_figure(f"Predicted masks: {labels[label]} on {dataset} (clean)", samples)
             plot_dir = prepare_directory(out.parent / f"{out.stem}_plots")
             stem = f"masks_{_slug(label)}_{_slug(dataset)}"
+            if any(link.endswith(f"/{stem}.png") for _, link in links):  # another clean cell of this model and data
+                stem += f"_{key[:8]}"
             for fmt in ("png", "svg"):
                 save_figure(figure, plot_dir / f"{stem}.{fmt}", fmt)
             links.append((f"Predicted masks of {labels[label]} on {dataset}", f"{plot_dir.name}/{stem}.png"))

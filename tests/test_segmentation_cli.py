@@ -268,3 +268,18 @@ def test_segmentation_view_keeps_cells_of_other_parameters_apart():
     view = segmentation_view(frame)
     assert list(view.columns) == ["model", "clean mAcc", "clean mIoU [limit=10]", "clean mIoU [limit=20]"]
     assert view.iloc[0].tolist() == ["SymViT", 50.0, 40.0, 44.0]
+
+
+def test_report_draws_each_clean_cell_of_a_model_in_its_own_figure(tmp_path, capsys):
+    out = tmp_path / "r"
+    for limit in ("2", "3"):  # two clean cells of one model and dataset
+        code, _, err = run_cli(capsys, "evaluate", "--task", "segmentation", "-m", "segmenter_symvit_digits",
+                               "--data", "digit-scenes", "--limit", limit, "--keep-predictions", "1", "--out",
+                               str(out), "-q")
+        assert code == 0, err
+    code, _, err = run_cli(capsys, "report", str(out), "--out", str(tmp_path / "report.md"))
+    assert code == 0, err
+    figures = sorted(p.name for p in (tmp_path / "report_plots").glob("masks_*.png"))
+    assert len(figures) == 2 and figures[0] != figures[1]
+    text = (tmp_path / "report.md").read_text()
+    assert all(f"report_plots/{name}" in text for name in figures)
