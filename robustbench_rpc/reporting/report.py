@@ -204,6 +204,7 @@ def render_report(
     from robustbench_rpc import __version__
 
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    classification = _classification_sections(frame)
     parts = [
         f"# {title}",
         "",
@@ -217,11 +218,11 @@ def render_report(
         "## Provenance",
         "",
         provenance_markdown(models),
-        *_classification_sections(frame),
+        *classification,
         *(["## Segmentation", "", segmentation.strip(), ""] if segmentation.strip() else []),
         "## Audit",
         "",
-        audit_markdown(audit) if _classification_sections(frame) or (audit is not None and not audit.empty) else
+        audit_markdown(audit) if classification or (audit is not None and not audit.empty) else
         "No audit: `robustbench-rpc audit` checks classifiers only. For segmentation the evidence is the worst "
         "case over the attacks run (PGD, FGSM, SegPGD) in the Segmentation section; run several attacks and "
         "budgets before quoting a robust mIoU.",

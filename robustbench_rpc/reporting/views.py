@@ -113,7 +113,7 @@ def paper_view(frame: pd.DataFrame) -> pd.DataFrame:
     """
     import pandas as pd
 
-    from robustbench_rpc.reporting.paper import mean_std_text, paper_labels, without_seed
+    from robustbench_rpc.reporting.paper import paper_labels, without_seed
 
     _nonempty(frame, "paper")
     frame = frame.assign(family=frame["dataset"].map(dataset_family))
@@ -125,8 +125,7 @@ def paper_view(frame: pd.DataFrame) -> pd.DataFrame:
             continue
         rows = rows.assign(variant=rows["variant"].map(without_seed))  # seeds: one column, mean ± std
         rows = rows.assign(column=label + _qualifier(rows))
-        wide = rows.groupby(["model_label", "column"], sort=False)["value"].agg(
-            lambda v: mean_std_text(list(v))).unstack("column")
+        wide = rows.groupby(["model_label", "column"], sort=False)["value"].agg(_mean_std).unstack("column")
         for column in dict.fromkeys(rows["column"]):
             out[column] = out["model"].map(wide[column])
     worst = frame[(frame["condition"] == "attack") & (frame["name"] == WORST_CASE) & (frame["metric"] == "robust_top1")]
@@ -159,8 +158,9 @@ def _attack_text(rows: pd.DataFrame) -> pd.Series:
     return rows.apply(lambda r: text(r["name"], r["variant"]), axis=1)
 
 
-def _pivot_models(rows: pd.DataFrame, index: list[str], models: list[str]) -> pd.DataFrame:
-    wide = rows.groupby([*index, "model_label"], sort=False, dropna=False)["value"].mean().unstack("model_label")
+def _pivot_models(rows: pd.DataFrame, index: list[str], models: list[str], how: Any = "mean") -> pd.DataFrame:
+    """One column per model of ``value`` aggregated by ``how`` (a pandas aggregation: mean, first, a function)."""
+    wide = rows.groupby([*index, "model_label"], sort=False, dropna=False)["value"].agg(how).unstack("model_label")
     wide = wide.reindex(columns=[m for m in models if m in wide.columns])
     wide.columns.name = None
     return wide.reset_index()
@@ -170,24 +170,19 @@ def corruptions_view(frame: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
     """Corruption x model: ``metric`` (default top-1 %) averaged over severities, plus a ``mean`` row."""
     import pandas as pd
 
-    from robustbench_rpc.reporting.paper import mean_std_text
-
     rows = frame[(frame["condition"] == "corruption") & (frame["metric"] == metric)]
     _nonempty(rows, "corruptions")
     models = _model_order(rows)
     rows, seeds = _split_seeds(rows)
     rows = rows.assign(corruption=rows["name"].astype(str) + _qualifier(rows))
     order = {name: i for i, name in enumerate(CORRUPTION_ORDER)}
-    keys = ["corruption", "name", "model_label", "_seed"]
-    per_seed = rows.assign(_seed=seeds).groupby(keys, sort=False, dropna=False)["value"].mean().reset_index()
-    per_corruption = per_seed.groupby(keys[:-1], sort=False)["value"].agg(
-        lambda v: mean_std_text(list(v))).reset_index()
-    wide = _pivot_first(per_corruption, ["corruption", "name"], models)
+    per_seed, per_corruption = _over_seeds(rows, seeds, ["corruption", "name"])
+    wide = _pivot_models(per_corruption, ["corruption", "name"], models, "first")
     wide["_order"] = wide["name"].map(lambda n: order.get(n, len(order)))
     wide = wide.sort_values(["_order", "corruption"], kind="stable").drop(columns=["_order", "name"])
     # the mean row: each seed's mean over the corruptions, then mean ± std over the seeds
     seed_means = per_seed.groupby(["model_label", "_seed"], sort=False, dropna=False)["value"].mean()
-    mean = {"corruption": "mean", **{m: mean_std_text(list(seed_means[m])) for m in models if m in wide}}
+    mean = {"corruption": "mean", **{m: _mean_std(seed_means[m]) for m in models if m in wide}}
     return pd.concat([wide, pd.DataFrame([mean])], ignore_index=True)
 
 
@@ -199,18 +194,23 @@ def _split_seeds(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[Any]]:
     return rows.assign(variant=rows["variant"].map(without_seed)), seeds
 
 
-def _pivot_first(rows: pd.DataFrame, index: list[str], models: list[str]) -> pd.DataFrame:
-    """Pivot one value per (index, model) into one column per model (values may be ``mean ± std`` text)."""
-    wide = rows.groupby([*index, "model_label"], sort=False, dropna=False)["value"].first().unstack("model_label")
-    wide = wide.reindex(columns=[m for m in models if m in wide.columns])
-    wide.columns.name = None
-    return wide.reset_index()
+def _mean_std(values: Any) -> Any:
+    """The values' mean, or ``mean ± std`` text over several seeds (a pandas aggregation)."""
+    from robustbench_rpc.reporting.paper import mean_std_text
+
+    return mean_std_text(list(values))
+
+
+def _over_seeds(rows: pd.DataFrame, seeds: list[Any], index: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each seed's mean per (index, model), and their ``mean ± std`` over the seeds (a float for one seed)."""
+    keys = [*index, "model_label"]
+    per_seed = rows.assign(_seed=seeds).groupby([*keys, "_seed"], sort=False, dropna=False)["value"].mean()
+    per_seed = per_seed.reset_index()
+    return per_seed, per_seed.groupby(keys, sort=False, dropna=False)["value"].agg(_mean_std).reset_index()
 
 
 def severity_view(frame: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
     """Severity x model: ``metric`` (default top-1 %) averaged over the corruptions present."""
-    from robustbench_rpc.reporting.paper import mean_std_text
-
     rows = frame[(frame["condition"] == "corruption") & (frame["metric"] == metric)]
     _nonempty(rows, "severity")
     models = _model_order(rows)
@@ -220,11 +220,8 @@ def severity_view(frame: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
     if (qualifier != "").any():
         rows = rows.assign(source=_qualifier_text(rows))
         index = ["source", "severity"]
-    per_seed = rows.assign(_seed=seeds).groupby([*index, "model_label", "_seed"], sort=False, dropna=False)[
-        "value"].mean().reset_index()
-    per_severity = per_seed.groupby([*index, "model_label"], sort=False, dropna=False)["value"].agg(
-        lambda v: mean_std_text(list(v))).reset_index()
-    wide = _pivot_first(per_severity, index, models)
+    _, per_severity = _over_seeds(rows, seeds, index)
+    wide = _pivot_models(per_severity, index, models, "first")
     return wide.sort_values(index, kind="stable").reset_index(drop=True)
 
 
@@ -257,16 +254,7 @@ def attacks_view(frame: pd.DataFrame, metric: str = "robust_top1") -> pd.DataFra
     if (qualifier != "").any():
         rows = rows.assign(variant=qualifier)
         index.append("variant")
-    if several_seeds:
-        from robustbench_rpc.reporting.paper import mean_std_text
-
-        wide = (rows.groupby([*index, "model_label"], sort=False, dropna=False)["value"]
-                .agg(lambda v: mean_std_text(list(v))).unstack("model_label"))
-        wide = wide.reindex(columns=[m for m in models if m in wide.columns])
-        wide.columns.name = None
-        wide = wide.reset_index()
-    else:
-        wide = _pivot_models(rows, index, models)
+    wide = _pivot_models(rows, index, models, _mean_std if several_seeds else "mean")
     return wide.sort_values(index, kind="stable").drop(columns="_eps").reset_index(drop=True)
 
 

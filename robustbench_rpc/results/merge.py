@@ -109,21 +109,34 @@ def _sample_count(stores: Sequence[ResultsStore]) -> int:
     return next(iter(counts))
 
 
-def _collect_parts(stores: Sequence[ResultsStore], planned_keys: set[str],
-                   report: MergeReport) -> dict[str, list[StoredPart]]:
-    """Return the parts of every planned cell (first copy of each shard index); note the others as ignored."""
+@dataclass
+class _ShardFiles:
+    """The shards' cell and part files, listed (and verified) once for all the plans of a merge."""
+
+    cells: list[Any]  # every verified cell file, store by store
+    parts: list[StoredPart]  # every part file, store by store
+
+    @classmethod
+    def of(cls, stores: Sequence[ResultsStore]) -> _ShardFiles:
+        """List the cell and part files of ``stores``."""
+        return cls([cell for store in stores for cell in store.cell_files()],
+                   [StoredPart(store, file) for store in stores for file in store.part_files()])
+
+
+def _collect_parts(parts: Sequence[StoredPart], planned_keys: set[str]) -> tuple[dict[str, list[StoredPart]],
+                                                                                 list[str]]:
+    """Return the parts of every planned cell (first copy of each shard index), and the second copies as ignored."""
     found: dict[str, dict[int, StoredPart]] = {}
-    for store in stores:
-        for file in store.part_files():
-            part = StoredPart(store, file)
-            key = file.spec.key()
-            if key not in planned_keys:
-                report.ignored.append(f"{file.path} (not in the plan)")
-            elif part.index in found.setdefault(key, {}):
-                report.ignored.append(f"{file.path} (part {part.label} is also in {found[key][part.index].path})")
-            else:
-                found[key][part.index] = part
-    return {key: list(by_index.values()) for key, by_index in found.items()}
+    ignored = []
+    for part in parts:
+        key = part.file.spec.key()
+        if key not in planned_keys:
+            continue  # another plan's part, or none's (noted once by _note_unplanned)
+        if part.index in found.setdefault(key, {}):
+            ignored.append(f"{part.file.path} (part {part.label} is also in {found[key][part.index].path})")
+        else:
+            found[key][part.index] = part
+    return {key: list(by_index.values()) for key, by_index in found.items()}, ignored
 
 
 def missing_shards(position_slugs: list[tuple[int, str]], count: int | None) -> list[int]:
@@ -158,8 +171,14 @@ def merge_results(dirs: Sequence[str | Path], out: str | Path, *, allow_partial:
                         f"pass --allow-partial to merge what exists.")
     report.ignored += [f"shard {label} (no directory given)" for label in absent]
     report.shards = [f"{store.root} ({_shard_label(_plans(store))})" for store in stores]
-    gathered = [_gather(stores, plan, shard_by, report, allow_partial) for plan, _ in groups]
-    _note_unplanned(stores, {key for plan, _ in groups for key, _ in _planned(plan)}, report)
+    files = _ShardFiles.of(stores)
+    if shard_by == "samples":
+        count: int | None = _sample_count(stores)
+    else:
+        counts = _shard_counts(stores)
+        count = next(iter(counts)) if len(counts) == 1 else None
+    gathered = [_gather(files, plan, shard_by, count, report, allow_partial) for plan, _ in groups]
+    _note_unplanned(files, {key for plan, _ in groups for key, _ in _planned(plan)}, report)
     planned_total = sum(len(plan["cells"]) for plan, _ in groups)
     if report.missing and not allow_partial:
         names = ", ".join(m["slug"] for m in report.missing[:8]) + (" ..." if len(report.missing) > 8 else "")
@@ -208,12 +227,11 @@ def merge_results(dirs: Sequence[str | Path], out: str | Path, *, allow_partial:
     return report
 
 
-def _note_unplanned(stores: Sequence[ResultsStore], planned_keys: set[str], report: MergeReport) -> None:
+def _note_unplanned(files: _ShardFiles, planned_keys: set[str], report: MergeReport) -> None:
     """Note the cells and parts that belong to none of the merged plans (they are not copied)."""
-    for store in stores:
-        for file in [*store.cell_files(), *store.part_files()]:
-            if file.spec.key() not in planned_keys:
-                report.ignored.append(f"{file.path} (not in the plan)")
+    for path, spec in [*((c.path, c.spec) for c in files.cells), *((p.file.path, p.file.spec) for p in files.parts)]:
+        if spec.key() not in planned_keys:
+            report.ignored.append(f"{path} (not in the plan)")
 
 
 def _planned(plan: dict[str, Any]) -> list[tuple[str, str]]:
@@ -289,27 +307,27 @@ def missing_spec_shards(stores: Sequence[ResultsStore]) -> list[str]:
     return [f"{i}/{n}" for i in range(n) if f"{i}/{n}" not in seen]
 
 
-def _gather(stores: Sequence[ResultsStore], plan: dict[str, Any], shard_by: str, report: MergeReport,
+def _gather(files: _ShardFiles, plan: dict[str, Any], shard_by: str, count: int | None, report: MergeReport,
             allow_partial: bool) -> tuple[dict[str, Any], dict[str, list[StoredPart]]]:
-    """Find the finished cells (and, for sample shards, the parts) of one plan; note its missing cells."""
+    """Find the finished cells (and, for sample shards, the parts) of one plan; note its missing cells.
+
+    ``count`` is n of the shards' i/n split (None when they do not share one).
+    """
     planned = _planned(plan)
     planned_keys = {k for k, _ in planned}
     found: dict[str, Any] = {}
-    for store in stores:
-        for cell in store.cell_files():
-            key = cell.spec.key()
-            if key in planned_keys:
-                found.setdefault(key, cell)
+    for cell in files.cells:
+        key = cell.spec.key()
+        if key in planned_keys:
+            found.setdefault(key, cell)
     before = len(report.missing)
     if shard_by == "samples":
-        scratch = MergeReport(report.out, plan["hash"], shard_by)
-        parts = _collect_parts(stores, planned_keys, scratch)
-        report.ignored += [e for e in scratch.ignored if not e.endswith("(not in the plan)")]
-        _missing_parts(planned, found, parts, _sample_count(stores), report, allow_partial)
+        assert count is not None
+        parts, ignored = _collect_parts(files.parts, planned_keys)
+        report.ignored += ignored
+        _missing_parts(planned, found, parts, count, report, allow_partial)
     else:
         parts = {}
-        counts = _shard_counts(stores)
-        count = next(iter(counts)) if len(counts) == 1 else None
         for position, (key, slug) in enumerate(planned):
             if key not in found:
                 report.missing.append({"key": key, "slug": slug, "position": position,
